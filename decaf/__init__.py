@@ -1,0 +1,34 @@
+"""decaf: Caffe, in Python. NumPy on the CPU, CuPy on a GPU, Caffe's files and numbers.
+
+The public face follows pycaffe: ``decaf.Net``, ``decaf.SGDSolver``, ``decaf.TRAIN``... and the
+``caffe`` alias package re-exports exactly these objects, so ``import caffe`` scripts run.
+"""
+__version__ = "1.0.0"
+
+from .backend import (set_mode_cpu, set_mode_gpu, set_device, set_random_seed,  # noqa: F401
+                      solver_count, set_solver_count, solver_rank, set_solver_rank,
+                      set_multiprocess)
+from .proto.caffe_pb2 import TRAIN, TEST  # noqa: F401
+from .blob import Blob  # noqa: F401
+from .layer import Layer, register_layer, layer_type_list, create_layer  # noqa: F401
+from .net import Net  # noqa: F401
+
+_LAZY = {"Solver": "solver", "SGDSolver": "solver", "NesterovSolver": "solver",
+         "AdaGradSolver": "solver", "RMSPropSolver": "solver", "AdaDeltaSolver": "solver",
+         "AdamSolver": "solver", "get_solver": "solver"}
+
+
+def __getattr__(name):
+    """Import the heavier modules (solvers, tools) on first use."""
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module("." + _LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError("module 'decaf' has no attribute %r" % name)
+
+__all__ = ["__version__", "set_mode_cpu", "set_mode_gpu", "set_device", "set_random_seed",
+           "solver_count", "set_solver_count", "solver_rank", "set_solver_rank",
+           "set_multiprocess", "TRAIN", "TEST", "Blob", "Layer", "register_layer",
+           "layer_type_list", "create_layer", "Net", "Solver", "SGDSolver", "NesterovSolver",
+           "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver", "AdamSolver", "get_solver"]

@@ -1,0 +1,105 @@
+"""Mode (CPU/GPU), device, the array module `xp` and the process-wide random generator.
+
+One idiom serves both devices: ``xp = get_array_module(x)`` is ``numpy`` for host arrays and
+``cupy`` for device arrays, so a layer is written once against ``xp``.
+"""
+import numpy as np
+
+try:  # CuPy is an optional extra (pip install decaf[gpu])
+    import cupy as _cupy
+except Exception:  # pragma: no cover - no GPU here
+    _cupy = None
+
+CPU, GPU = 0, 1
+
+
+class _State:
+    mode = CPU
+    device = 0
+    rng = np.random.RandomState()
+    seed = None
+    solver_count = 1
+    solver_rank = 0
+    multiprocess = False
+
+
+_state = _State()
+
+
+def get_array_module(*arrays):
+    """numpy, or cupy when any argument is a cupy array."""
+    if _cupy is not None:
+        return _cupy.get_array_module(*arrays)
+    return np
+
+
+def xp():
+    """The array module of the current mode (numpy on the CPU, cupy on the GPU)."""
+    return _cupy if (_state.mode == GPU and _cupy is not None) else np
+
+
+def has_gpu():
+    if _cupy is None:
+        return False
+    try:
+        return _cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def set_mode_cpu():
+    _state.mode = CPU
+
+
+def set_mode_gpu():
+    if not has_gpu():
+        raise RuntimeError("set_mode_gpu: no GPU available (install CuPy: pip install decaf[gpu])")
+    _state.mode = GPU
+
+
+def mode():
+    return _state.mode
+
+
+def set_device(device_id):
+    _state.device = int(device_id)
+    if _cupy is not None and has_gpu():
+        _cupy.cuda.Device(int(device_id)).use()
+
+
+def set_random_seed(seed):
+    """Seed every random draw decaf makes (fillers, dropout, shuffling)."""
+    _state.seed = int(seed)
+    _state.rng = np.random.RandomState(int(seed) & 0xFFFFFFFF)
+
+
+def rng():
+    """The process-wide numpy RandomState."""
+    return _state.rng
+
+
+def solver_count():
+    return _state.solver_count
+
+
+def set_solver_count(n):
+    _state.solver_count = int(n)
+
+
+def solver_rank():
+    return _state.solver_rank
+
+
+def set_solver_rank(r):
+    _state.solver_rank = int(r)
+
+
+def set_multiprocess(flag):
+    _state.multiprocess = bool(flag)
+
+
+def to_numpy(a):
+    """A host (NumPy) copy-or-view of an array of either device."""
+    if _cupy is not None and isinstance(a, _cupy.ndarray):
+        return _cupy.asnumpy(a)
+    return np.asarray(a)

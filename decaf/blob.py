@@ -1,0 +1,207 @@
+"""Blob: Caffe's N-d array pair. ``data`` holds values, ``diff`` holds gradients.
+
+``update()`` is Caffe's ``Blob::Update``: ``data -= diff`` (the solver has already turned the
+gradient into the step, so the update is a plain subtraction).
+"""
+import numpy as np
+
+from . import backend
+from .errors import ShapeMismatchError
+
+MAX_BLOB_AXES = 32
+
+
+class Blob:
+    """An N-d array with its gradient. Memory is kept across reshapes (grown, never shrunk)."""
+
+    __slots__ = ("_shape", "_count", "_dtype", "_xp", "_data_buf", "_diff_buf", "_data", "_diff",
+                 "__weakref__")
+
+    def __init__(self, shape=(), dtype=np.float32, xp=None):
+        self._dtype = np.dtype(dtype)
+        self._xp = xp if xp is not None else backend.xp()
+        self._data_buf = self._xp.zeros(0, self._dtype)
+        self._diff_buf = self._xp.zeros(0, self._dtype)
+        self._shape = None
+        self.reshape(shape)
+
+    # -- shape -----------------------------------------------------------------------------
+    def reshape(self, *shape):
+        """Reshape to ``shape`` (a sequence or ints). New memory is zero-filled; old values stay."""
+        if len(shape) == 1 and not np.isscalar(shape[0]):
+            shape = shape[0]
+        if hasattr(shape, "dim"):  # BlobShape message
+            shape = list(shape.dim)
+        shape = tuple(int(d) for d in shape)
+        if len(shape) > MAX_BLOB_AXES:
+            raise ShapeMismatchError("blob shape %s has more than %d axes" % (shape, MAX_BLOB_AXES))
+        if any(d < 0 for d in shape):
+            raise ShapeMismatchError("blob shape %s has a negative dimension" % (shape,))
+        if shape == self._shape:
+            return
+        count = 1
+        for d in shape:
+            count *= d
+        if count > self._data_buf.size:
+            self._data_buf = self._xp.zeros(count, self._dtype)
+        if count > self._diff_buf.size:
+            self._diff_buf = self._xp.zeros(count, self._dtype)
+        self._shape, self._count = shape, count
+        self._refresh_views()
+
+    def _refresh_views(self):
+        self._data = self._data_buf[:self._count].reshape(self._shape)
+        self._diff = self._diff_buf[:self._count].reshape(self._shape)
+
+    def reshape_like(self, other):
+        self.reshape(other.shape)
+
+    @property
+    def shape(self):
+        return self._shape
+
+    @property
+    def count(self):
+        return self._count
+
+    def count_range(self, start, end=None):
+        """Product of the dims in [start, end) (Caffe's ``count(start, end)``)."""
+        end = self.num_axes if end is None else end
+        n = 1
+        for d in self._shape[start:end]:
+            n *= d
+        return n
+
+    @property
+    def num_axes(self):
+        return len(self._shape)
+
+    def canonical_axis_index(self, axis):
+        """Map a possibly negative axis into [0, num_axes), with Caffe's range check."""
+        n = self.num_axes
+        if not -n <= axis < max(n, 1):
+            raise ShapeMismatchError("axis %d out of range for a %d-D blob of shape %s"
+                                     % (axis, n, self._shape))
+        return axis + n if axis < 0 else axis
+
+    def legacy_shape(self, index):
+        if self.num_axes > 4:
+            raise ShapeMismatchError("legacy accessors need a blob of at most 4 axes, got %s"
+                                     % (self._shape,))
+        if index >= self.num_axes or index < -self.num_axes:
+            return 1
+        return self._shape[index]
+
+    num = property(lambda self: self.legacy_shape(0))
+    channels = property(lambda self: self.legacy_shape(1))
+    height = property(lambda self: self.legacy_shape(2))
+    width = property(lambda self: self.legacy_shape(3))
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+    @property
+    def xp(self):
+        return self._xp
+
+    # -- data ------------------------------------------------------------------------------
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        self._data[...] = value
+
+    @property
+    def diff(self):
+        return self._diff
+
+    @diff.setter
+    def diff(self, value):
+        self._diff[...] = value
+
+    def update(self):
+        """Caffe's Blob::Update: data -= diff."""
+        self._xp.subtract(self._data, self._diff, out=self._data)
+
+    def share_data(self, other):
+        """Make this blob's data the same memory as ``other``'s (counts must match)."""
+        if other.count != self._count:
+            raise ShapeMismatchError("share_data: count %d != %d" % (self._count, other.count))
+        self._data_buf = other._data_buf
+        self._data = other._data.reshape(self._shape)
+
+    def share_diff(self, other):
+        if other.count != self._count:
+            raise ShapeMismatchError("share_diff: count %d != %d" % (self._count, other.count))
+        self._diff_buf = other._diff_buf
+        self._diff = other._diff.reshape(self._shape)
+
+    def asum_data(self):
+        return float(self._xp.abs(self._data).sum())
+
+    def sumsq_diff(self):
+        return float(self._xp.vdot(self._diff.ravel(), self._diff.ravel()))
+
+    # -- protobuf --------------------------------------------------------------------------
+    def shape_equals(self, proto):
+        """Caffe's ShapeEquals: legacy 4-D fields compare against the legacy shape."""
+        if proto.HasField("num") or proto.HasField("channels") or \
+                proto.HasField("height") or proto.HasField("width"):
+            return (self.num_axes <= 4 and self.legacy_shape(-4) == proto.num and
+                    self.legacy_shape(-3) == proto.channels and
+                    self.legacy_shape(-2) == proto.height and self.legacy_shape(-1) == proto.width)
+        return tuple(proto.shape.dim) == self._shape
+
+    def from_proto(self, proto, reshape=True):
+        """Load data (and diff, when present) from a BlobProto."""
+        pshape = proto_shape(proto)
+        if reshape:
+            self.reshape(pshape)
+        elif not self.shape_equals(proto):
+            raise ShapeMismatchError("Trying to copy blobs of different sizes: blob %s, proto %s"
+                                     % (self._shape, pshape))
+        self._load(self._data, proto.double_data if len(proto.double_data) else proto.data, "data")
+        if len(proto.double_diff):
+            self._load(self._diff, proto.double_diff, "diff")
+        elif len(proto.diff):
+            self._load(self._diff, proto.diff, "diff")
+
+    def _load(self, dest, values, what):
+        if len(values) != self._count:
+            raise ShapeMismatchError("BlobProto holds %d %s values for a blob of count %d"
+                                     % (len(values), what, self._count))
+        dest[...] = self._xp.asarray(np.asarray(values, dtype=self._dtype).reshape(self._shape))
+
+    def to_proto(self, write_diff=False):
+        from .proto import caffe_pb2
+        proto = caffe_pb2.BlobProto()
+        proto.shape.dim.extend(self._shape)
+        double = self._dtype == np.float64
+        data = backend.to_numpy(self._data).ravel()
+        (proto.double_data if double else proto.data).extend(data.tolist())
+        if write_diff:
+            diff = backend.to_numpy(self._diff).ravel()
+            (proto.double_diff if double else proto.diff).extend(diff.tolist())
+        return proto
+
+    def __repr__(self):
+        return "Blob(shape=%s, dtype=%s)" % (self._shape, self._dtype)
+
+
+def proto_shape(proto):
+    """The shape a BlobProto describes (legacy num/channels/height/width when set)."""
+    if proto.HasField("num") or proto.HasField("channels") or \
+            proto.HasField("height") or proto.HasField("width"):
+        return (proto.num, proto.channels, proto.height, proto.width)
+    return tuple(proto.shape.dim)
+
+
+def blob_to_array(proto):
+    """A BlobProto's data as a float32 (or float64) ndarray of its shape."""
+    shape = proto_shape(proto)
+    if len(proto.double_data):
+        return np.asarray(proto.double_data, dtype=np.float64).reshape(shape)
+    return np.asarray(proto.data, dtype=np.float32).reshape(shape)

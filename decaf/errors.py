@@ -1,0 +1,53 @@
+"""decaf's exception types: user mistakes are reported with the file, line, layer and blob."""
+
+
+class DecafError(Exception):
+    """Base class of every error decaf raises for bad input."""
+
+
+class PrototxtError(DecafError):
+    """A prototxt that does not parse: names the file, line, column and field."""
+
+    def __init__(self, message, filename=None, line=None, column=None):
+        self.filename, self.line, self.column = filename, line, column
+        where = ""
+        if filename is not None:
+            where = str(filename)
+            if line is not None:
+                where += ":%d" % line
+                if column is not None:
+                    where += ":%d" % column
+            where += ": "
+        super().__init__(where + message)
+
+
+class LayerSetupError(DecafError):
+    """A layer given input it cannot accept (bottom count, shapes, parameters)."""
+
+
+class ShapeMismatchError(DecafError):
+    """Two blobs whose shapes must agree do not."""
+
+
+class UnknownLayerTypeError(DecafError):
+    """A layer type that no registered layer implements."""
+
+
+class NetError(DecafError):
+    """A net definition that cannot be built (missing bottom, bad sharing...)."""
+
+
+class WeightsError(DecafError):
+    """Weights that do not fit the net (shape mismatch, wrong blob count)."""
+
+
+class TruncatedFileError(DecafError):
+    """A binary protobuf file (.caffemodel, .solverstate, .binaryproto) that does not parse."""
+
+
+class SolverError(DecafError):
+    """A solver definition that cannot be used."""
+
+
+class MissingFileError(DecafError, FileNotFoundError):
+    """A file named in a model, solver or command line that does not exist."""

@@ -1,0 +1,369 @@
+"""Convolution, Deconvolution and Im2col: Caffe's im2col + GEMM layers (2-D and N-D).
+
+All three read ``convolution_param``: kernel_size / stride / pad / dilation once or once per
+spatial axis (or kernel_h/w, stride_h/w, pad_h/w for 2-D), ``axis`` (the channel axis; the axes
+before it are batch axes), ``group``, ``num_output``, ``bias_term`` and the fillers.
+The column buffer is built by strided views (decaf.im2col); the batch is folded into the GEMM's
+columns, in chunks so that the buffer stays bounded.
+"""
+import numpy as np
+
+from ..filler import fill
+from ..im2col import Im2Col, conv_output_shape, deconv_output_shape
+from ..layer import Layer, register_layer
+from ..errors import ShapeMismatchError
+
+# Largest column buffer (in elements) built at once; bigger batches are processed in chunks.
+COL_BUFFER_ELEMENTS = 1 << 24
+
+
+def _axis_values(layer, cp, field, hw, num_spatial, default):
+    """Caffe's rule for one geometric field: the _h/_w pair, or the repeated field (0/1/n)."""
+    values = list(getattr(cp, field))
+    if hw and (cp.HasField(hw[0]) or cp.HasField(hw[1])):
+        if num_spatial != 2:
+            layer.error("%s & %s can only be used for 2D convolution (the bottom has %d spatial "
+                        "axes)" % (hw[0], hw[1], num_spatial))
+        if values:
+            layer.error("Either %s or %s/%s should be specified; not both"
+                        % (field, hw[0], hw[1]))
+        return [int(getattr(cp, hw[0])), int(getattr(cp, hw[1]))]
+    n = len(values)
+    allowed = (1, num_spatial) if default is None else (0, 1, num_spatial)
+    if n not in allowed:
+        layer.error("%s must be specified once, or once per spatial dimension (%s specified %d "
+                    "times; %d spatial dims)" % (field, field, n, num_spatial))
+    return [int(default) if n == 0 else int(values[0 if n == 1 else i])
+            for i in range(num_spatial)]
+
+
+def parse_geometry(layer, cp, num_spatial):
+    """(kernel, stride, pad, dilation) tuples from a ConvolutionParameter, with Caffe's checks."""
+    kernel = _axis_values(layer, cp, "kernel_size", ("kernel_h", "kernel_w"), num_spatial, None)
+    if any(k <= 0 for k in kernel):
+        layer.error("Filter dimensions must be nonzero (kernel %s)" % (kernel,))
+    stride = _axis_values(layer, cp, "stride", ("stride_h", "stride_w"), num_spatial, 1)
+    if any(s <= 0 for s in stride):
+        layer.error("Stride dimensions must be nonzero (stride %s)" % (stride,))
+    pad = _axis_values(layer, cp, "pad", ("pad_h", "pad_w"), num_spatial, 0)
+    dilation = _axis_values(layer, cp, "dilation", None, num_spatial, 1)
+    if any(d <= 0 for d in dilation):
+        layer.error("dilation must be positive (dilation %s)" % (dilation,))
+    return tuple(kernel), tuple(stride), tuple(pad), tuple(dilation)
+
+
+def _channel_axis(layer, bottom, axis):
+    try:
+        return bottom.canonical_axis_index(axis)
+    except ShapeMismatchError as e:
+        layer.error("convolution_param.axis: %s" % e)
+
+
+class _GemmConv:
+    """Grouped im2col + GEMM between an image side (C_img, *S) and a column side (M, *O).
+
+    Weights are (M, C_img / group, *kernel).  Convolution: image = bottom, column side = top;
+    Deconvolution: image = top, column side = bottom.
+    """
+
+    def __init__(self, xp, dtype, num, image_shape, col_channels, geometry, group, out_spatial):
+        kernel, stride, pad, dilation = geometry
+        self.xp, self.group, self.num = xp, group, num
+        self.plan = Im2Col(image_shape, kernel, stride, pad, dilation, dtype, xp=xp,
+                           out_spatial=out_spatial)
+        self.m = col_channels
+        self.mg = col_channels // group
+        self.kd = self.plan.col_rows // group
+        self.oc = self.plan.out_count
+        per_image = max(self.plan.col_rows * self.oc, 1)
+        self.chunk = int(max(1, min(num, COL_BUFFER_ELEMENTS // per_image)))
+        self.col = xp.empty(self.plan.col_rows * self.chunk * self.oc, dtype=dtype)
+        self.gm = xp.empty(self.m * self.chunk * self.oc, dtype=dtype)
+        self.wtmp = xp.empty((group, self.mg, self.kd), dtype=dtype)
+
+    def chunks(self):
+        for n0 in range(0, self.num, self.chunk):
+            yield n0, min(n0 + self.chunk, self.num)
+
+    def _col(self, nb):
+        return self.col[:self.plan.col_rows * nb * self.oc].reshape(self.group, self.kd,
+                                                                     nb * self.oc)
+
+    def _gm(self, nb):
+        return self.gm[:self.m * nb * self.oc].reshape(self.group, self.mg, nb * self.oc)
+
+    def im2col(self, img, n0, n1):
+        col = self._col(n1 - n0)
+        self.plan.im2col(img[n0:n1], col, order="ckn")
+        return col
+
+    def gather(self, y, n0, n1):
+        """Column-side array chunk (nb, M, Oc) as (group, M/group, nb*Oc)."""
+        nb = n1 - n0
+        gm = self._gm(nb)
+        gm.reshape(self.m, nb, self.oc)[...] = y[n0:n1].transpose(1, 0, 2)
+        return gm
+
+    def scatter(self, gm, out, n0, n1):
+        """(group, M/group, nb*Oc) back into the column-side array chunk (nb, M, Oc)."""
+        nb = n1 - n0
+        out[n0:n1] = gm.reshape(self.m, nb, self.oc).transpose(1, 0, 2)
+
+    def to_col_side(self, col, wg, out, n0, n1):
+        """out[n0:n1] = W (*) columns  (convolution forward / deconvolution backward-data)."""
+        gm = self._gm(n1 - n0)
+        self.xp.matmul(wg, col, out=gm)
+        self.scatter(gm, out, n0, n1)
+
+    def to_image(self, gm, wg, out, n0, n1):
+        """out[n0:n1] = col2im(W^T y)  (convolution backward-data / deconvolution forward)."""
+        col = self._col(n1 - n0)
+        self.xp.matmul(wg.transpose(0, 2, 1), gm, out=col)
+        self.plan.col2im(col, out[n0:n1], order="ckn")
+
+    def weight_grad(self, gm, col, dwg):
+        """dW += y columns^T, per group."""
+        self.xp.matmul(gm, col.transpose(0, 2, 1), out=self.wtmp)
+        dwg += self.wtmp
+
+
+class BaseConvolutionLayer(Layer):
+    """Shared setup of Convolution and Deconvolution (Caffe's BaseConvolutionLayer)."""
+
+    min_bottom = 1
+    min_top = 1
+    equal_num_bottom_top = True
+    reverse = False   # Deconvolution swaps the roles of bottom and top
+
+    def setup(self, bottom, top):
+        cp = self.layer_param.convolution_param
+        self.channel_axis = _channel_axis(self, bottom[0], cp.axis)
+        self.num_spatial = bottom[0].num_axes - self.channel_axis - 1
+        self.geometry = parse_geometry(self, cp, self.num_spatial)
+        self.channels = bottom[0].shape[self.channel_axis]
+        self.num_output = int(cp.num_output)
+        self.group = int(cp.group)
+        if self.num_output <= 0:
+            self.error("num_output must be positive, got %d" % self.num_output)
+        if self.group <= 0:
+            self.error("group must be positive, got %d" % self.group)
+        if self.channels % self.group:
+            self.error("the number of input channels (%d, bottom %s) must be a multiple of group "
+                       "(%d)" % (self.channels, self.blob_names("bottom"), self.group))
+        if self.num_output % self.group:
+            self.error("Number of output should be multiples of group (num_output %d, group %d)"
+                       % (self.num_output, self.group))
+        conv_out, conv_in = ((self.channels, self.num_output) if self.reverse
+                             else (self.num_output, self.channels))
+        weight_shape = (conv_out, conv_in // self.group) + self.geometry[0]
+        self.bias_term = bool(cp.bias_term)
+        self._setup_params(weight_shape, bottom[0].dtype)
+        self._engine_key = None
+
+    def _setup_params(self, weight_shape, dtype):
+        cp = self.layer_param.convolution_param
+        bias_shape = (self.num_output,)
+        if self.blobs:
+            if len(self.blobs) != 1 + self.bias_term:
+                self.error("Incorrect number of weight blobs: expected %d, got %d"
+                           % (1 + self.bias_term, len(self.blobs)))
+            if tuple(self.blobs[0].shape) != weight_shape:
+                self.error("Incorrect weight shape: expected shape %s; instead, shape was %s"
+                           % (weight_shape, self.blobs[0].shape))
+            if self.bias_term and tuple(self.blobs[1].shape) != bias_shape:
+                self.error("Incorrect bias shape: expected shape %s; instead, shape was %s"
+                           % (bias_shape, self.blobs[1].shape))
+        else:
+            self.blobs = [self.make_blob(weight_shape, dtype=dtype)]
+            fill(self.blobs[0], cp.weight_filler)
+            if self.bias_term:
+                self.blobs.append(self.make_blob(bias_shape, dtype=dtype))
+                fill(self.blobs[1], cp.bias_filler)
+        self.param_propagate_down = [True] * len(self.blobs)
+
+    def reshape(self, bottom, top):
+        b0 = bottom[0]
+        if b0.num_axes != self.channel_axis + 1 + self.num_spatial:
+            self.error("bottom num_axes may not change (was %d, now %d)"
+                       % (self.channel_axis + 1 + self.num_spatial, b0.num_axes))
+        if b0.shape[self.channel_axis] != self.channels:
+            self.error("Input size incompatible with convolution kernel: bottom %s has %d "
+                       "channels, the layer was set up for %d"
+                       % (self.layer_param.bottom[0] if self.layer_param.bottom else "0",
+                          b0.shape[self.channel_axis], self.channels))
+        for i, b in enumerate(bottom[1:], 1):
+            if b.shape != b0.shape:
+                self.error("All inputs must have the same shape: bottom %d is %s, bottom 0 is %s"
+                           % (i, b.shape, b0.shape))
+        in_spatial = b0.shape[self.channel_axis + 1:]
+        out_spatial = self.output_spatial(in_spatial)
+        if any(o <= 0 for o in out_spatial):
+            self.error("output spatial shape %s is empty for input %s with kernel %s, stride %s, "
+                       "pad %s, dilation %s" % ((out_spatial, in_spatial) + self.geometry))
+        lead = b0.shape[:self.channel_axis]
+        self.num = int(np.prod(lead, dtype=np.int64))
+        for t in top:
+            if any(t is b for b in bottom):
+                self.error("%s cannot be computed in-place" % self.type)
+            t.reshape(lead + (self.num_output,) + out_spatial)
+        key = (self.num, tuple(in_spatial), b0.dtype, self.xp)
+        if key != self._engine_key:
+            self._engine_key = key
+            self.engine = self.make_engine(b0.dtype, in_spatial, out_spatial)
+        self.in_spatial, self.out_spatial = tuple(in_spatial), tuple(out_spatial)
+
+    def _wg(self, arr):
+        """A weight (or weight diff) array as (group, conv_out / group, kernel_dim)."""
+        return arr.reshape(self.group, arr.shape[0] // self.group, -1)
+
+    def _flat(self, arr, channels):
+        return arr.reshape(self.num, channels, -1)
+
+    def _bias_forward(self, out):
+        if self.bias_term:
+            out += self.blobs[1].data.reshape(1, -1, 1)
+
+    def _bias_backward(self, ydiff):
+        if self.bias_term and self.param_propagate_down[1]:
+            self.blobs[1].diff += ydiff.sum(axis=(0, 2))
+
+
+@register_layer("Convolution")
+class ConvolutionLayer(BaseConvolutionLayer):
+    """Convolution: top[n, o] = sum_{c in group(o), k} W[o, c, k] x[n, c, s*p - pad + d*k] + b[o].
+
+    Backward: dW += top_diff (*) im2col(bottom); b_diff += sum top_diff;
+    bottom_diff = col2im(W^T top_diff) where propagate_down.
+    """
+
+    def output_spatial(self, in_spatial):
+        return conv_output_shape(in_spatial, *self.geometry)
+
+    def make_engine(self, dtype, in_spatial, out_spatial):
+        return _GemmConv(self.xp, dtype, self.num, (self.channels,) + tuple(in_spatial),
+                         self.num_output, self.geometry, self.group, out_spatial)
+
+    def forward(self, bottom, top):
+        eng, wg = self.engine, self._wg(self.blobs[0].data)
+        for b, t in zip(bottom, top):
+            x = b.data.reshape((self.num, self.channels) + self.in_spatial)
+            y = self._flat(t.data, self.num_output)
+            for n0, n1 in eng.chunks():
+                eng.to_col_side(eng.im2col(x, n0, n1), wg, y, n0, n1)
+            self._bias_forward(y)
+
+    def backward(self, top, propagate_down, bottom):
+        eng, wg = self.engine, self._wg(self.blobs[0].data)
+        dwg = self._wg(self.blobs[0].diff) if self.param_propagate_down[0] else None
+        for i, (t, b) in enumerate(zip(top, bottom)):
+            ydiff = self._flat(t.diff, self.num_output)
+            self._bias_backward(ydiff)
+            want_x = i < len(propagate_down) and propagate_down[i]
+            if dwg is None and not want_x:
+                continue
+            img_shape = (self.num, self.channels) + self.in_spatial
+            x = b.data.reshape(img_shape)
+            xdiff = b.diff.reshape(img_shape)
+            for n0, n1 in eng.chunks():
+                gm = eng.gather(ydiff, n0, n1)
+                if dwg is not None:
+                    eng.weight_grad(gm, eng.im2col(x, n0, n1), dwg)
+                if want_x:
+                    eng.to_image(gm, wg, xdiff, n0, n1)
+
+
+@register_layer("Deconvolution")
+class DeconvolutionLayer(BaseConvolutionLayer):
+    """Deconvolution (transposed convolution): forward is Convolution's backward-data.
+
+    top = col2im(W^T bottom) + b, W of shape (C_in, num_output / group, *kernel); top spatial
+    size s (S - 1) + d (k - 1) + 1 - 2 pad.  Backward: bottom_diff = W (*) im2col(top_diff),
+    dW += bottom (*) im2col(top_diff)^T.
+    """
+
+    reverse = True
+
+    def output_spatial(self, in_spatial):
+        return deconv_output_shape(in_spatial, *self.geometry)
+
+    def make_engine(self, dtype, in_spatial, out_spatial):
+        return _GemmConv(self.xp, dtype, self.num, (self.num_output,) + tuple(out_spatial),
+                         self.channels, self.geometry, self.group, in_spatial)
+
+    def forward(self, bottom, top):
+        eng, wg = self.engine, self._wg(self.blobs[0].data)
+        for b, t in zip(bottom, top):
+            x = self._flat(b.data, self.channels)
+            y = t.data.reshape((self.num, self.num_output) + self.out_spatial)
+            for n0, n1 in eng.chunks():
+                eng.to_image(eng.gather(x, n0, n1), wg, y, n0, n1)
+            self._bias_forward(self._flat(t.data, self.num_output))
+
+    def backward(self, top, propagate_down, bottom):
+        eng, wg = self.engine, self._wg(self.blobs[0].data)
+        dwg = self._wg(self.blobs[0].diff) if self.param_propagate_down[0] else None
+        for i, (t, b) in enumerate(zip(top, bottom)):
+            self._bias_backward(self._flat(t.diff, self.num_output))
+            want_x = i < len(propagate_down) and propagate_down[i]
+            if dwg is None and not want_x:
+                continue
+            ydiff = t.diff.reshape((self.num, self.num_output) + self.out_spatial)
+            x = self._flat(b.data, self.channels)
+            xdiff = self._flat(b.diff, self.channels)
+            for n0, n1 in eng.chunks():
+                col = eng.im2col(ydiff, n0, n1)
+                if dwg is not None:
+                    eng.weight_grad(eng.gather(x, n0, n1), col, dwg)
+                if want_x:
+                    eng.to_col_side(col, wg, xdiff, n0, n1)
+
+
+@register_layer("Im2col")
+class Im2colLayer(Layer):
+    """Im2col: top (N, C * prod(k), *out) is Caffe's column buffer of each bottom image.
+
+    top[n, (c*kh + i)*kw + j, oh, ow] = x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw] (0 outside);
+    backward: bottom_diff = col2im(top_diff).
+    """
+
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def setup(self, bottom, top):
+        cp = self.layer_param.convolution_param
+        self.channel_axis = _channel_axis(self, bottom[0], cp.axis)
+        self.num_spatial = bottom[0].num_axes - self.channel_axis - 1
+        if self.num_spatial < 1:
+            self.error("needs at least one spatial axis after the channel axis %d (bottom %s is "
+                       "%s)" % (self.channel_axis, self.blob_names("bottom"), bottom[0].shape))
+        self.geometry = parse_geometry(self, cp, self.num_spatial)
+        self._plan_key = None
+
+    def reshape(self, bottom, top):
+        b = bottom[0]
+        if b.num_axes != self.channel_axis + 1 + self.num_spatial:
+            self.error("bottom num_axes may not change")
+        if top[0] is b:
+            self.error("Im2col cannot be computed in-place")
+        lead = b.shape[:self.channel_axis]
+        channels = b.shape[self.channel_axis]
+        in_spatial = b.shape[self.channel_axis + 1:]
+        out_spatial = conv_output_shape(in_spatial, *self.geometry)
+        if any(o <= 0 for o in out_spatial):
+            self.error("output spatial shape %s is empty for input %s with kernel %s, stride %s, "
+                       "pad %s, dilation %s" % ((out_spatial, in_spatial) + self.geometry))
+        kcount = int(np.prod(self.geometry[0], dtype=np.int64))
+        top[0].reshape(lead + (channels * kcount,) + out_spatial)
+        self.num = int(np.prod(lead, dtype=np.int64))
+        self.image_shape = (self.num, channels) + tuple(in_spatial)
+        key = (self.image_shape, b.dtype, self.xp)
+        if key != self._plan_key:
+            self._plan_key = key
+            self.plan = Im2Col(self.image_shape[1:], *self.geometry, dtype=b.dtype, xp=self.xp)
+
+    def forward(self, bottom, top):
+        self.plan.im2col(bottom[0].data.reshape(self.image_shape), top[0].data, order="nck")
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            self.plan.col2im(top[0].diff, bottom[0].diff.reshape(self.image_shape), order="nck")

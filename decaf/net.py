@@ -1,0 +1,462 @@
+"""Net: a DAG of layers over blobs, built from a NetParameter exactly as Caffe's Net::Init.
+
+Build order: filter by NetState rules -> insert Split layers -> for each layer connect bottoms,
+create tops (in-place when a top names its bottom), SetUp, collect params (sharing by ParamSpec
+name) -> decide which layers need backward (pruning, propagate_down, force_backward).
+Forward runs the layers in order and sums the weighted losses; backward runs them in reverse.
+"""
+import os
+from collections import OrderedDict
+
+import numpy as np
+
+from . import backend
+from .blob import Blob
+from .errors import NetError, ShapeMismatchError, WeightsError
+from .layer import create_layer
+from .net_build import filter_net, insert_splits
+from .proto import caffe_pb2
+from . import net_io
+
+
+def _log(msg):
+    try:
+        from . import log
+    except ImportError:
+        return
+    log.info(msg, where="net.cpp")
+
+
+def _shape_str(shape):
+    return " ".join(str(d) for d in shape) + " (%d)" % int(np.prod(shape, dtype=np.int64))
+
+
+class Net:
+    """pycaffe's ``caffe.Net``: ``Net(model, phase, level=0, stages=None, weights=None)``.
+
+    ``model`` is a prototxt path or a NetParameter. The legacy ``Net(model, weights, phase)``
+    form is accepted too. With ``phase=None`` the NetParameter's own ``state`` is used.
+    """
+
+    def __init__(self, model, *args, phase=None, level=None, stages=None, weights=None):
+        args = list(args)
+        if args and isinstance(args[0], (str, os.PathLike)) and \
+                str(args[0]).upper() not in ("TRAIN", "TEST"):
+            weights = args.pop(0)            # legacy Net(model, weights, phase)
+        for name in ("phase", "level", "stages", "weights"):
+            if args:
+                value = args.pop(0)
+                if name == "phase":
+                    phase = value
+                elif name == "level":
+                    level = value
+                elif name == "stages":
+                    stages = value
+                else:
+                    weights = value
+        if args:
+            raise TypeError("Net(model, phase, level=0, stages=None, weights=None): too many arguments")
+        if isinstance(phase, str):
+            phase = getattr(caffe_pb2, phase.upper())
+        param = net_io.load_net_param(model)
+        if phase is not None:
+            param.state.phase = int(phase)
+        if level is not None:
+            param.state.level = int(level)
+        if stages is not None:
+            del param.state.stage[:]
+            param.state.stage.extend(stages)
+        self._init(param)
+        if weights is not None:
+            self.copy_from(weights)
+
+    # -- construction ----------------------------------------------------------------------
+    def _init(self, in_param):
+        self.phase = in_param.state.phase
+        param = insert_splits(filter_net(in_param))
+        self.param = param
+        self.name = param.name
+        self.layers, self.layer_names = [], []
+        self._blobs, self._blob_names, self._blob_index = [], [], {}
+        self.bottom_vecs, self.top_vecs, self.bottom_ids, self.top_ids = [], [], [], []
+        self._blob_need_backward, self._bottom_need_backward, self.layer_need_backward = [], [], []
+        self._blob_loss_weights = []
+        self._input_ids = []
+        self._params, self._param_owners, self._param_layer_indices = [], [], []
+        self._param_names_index, self._param_id_vecs = {}, []
+        self.learnable_params, self.learnable_param_ids = [], []
+        self.learnable_param_names = []
+        self.params_lr, self.params_weight_decay = [], []
+        self.has_params_lr, self.has_params_decay = [], []
+        available = OrderedDict()
+        _log("Initializing net from parameters: %s" % self.name)
+        for layer_id, lp in enumerate(param.layer):
+            if not lp.HasField("phase"):
+                lp.phase = self.phase
+            self._add_layer(layer_id, lp, available)
+        self._prune_backward(param)
+        self._output_names = list(available)
+        self._share_weights()
+        self.layer_index = {n: i for i, n in enumerate(self.layer_names)}
+        _log("Network initialization done.")
+
+    def _add_layer(self, layer_id, lp, available):
+        if len(lp.propagate_down) and len(lp.propagate_down) != len(lp.bottom):
+            raise NetError("Layer %r: propagate_down param must be specified either 0 or "
+                           "bottom_size times (%d given, %d bottoms)"
+                           % (lp.name, len(lp.propagate_down), len(lp.bottom)))
+        layer = create_layer(lp, lp.phase)
+        self.layers.append(layer)
+        self.layer_names.append(lp.name)
+        _log("Creating Layer " + lp.name)
+        bottoms, bids, bneed = [], [], []
+        need_backward = False
+        for j, name in enumerate(lp.bottom):
+            if name not in available:
+                raise NetError("Unknown bottom blob %r (layer %r, bottom index %d)"
+                               % (name, lp.name, j))
+            bid = available.pop(name)
+            _log("%s <- %s" % (lp.name, name))
+            pd = lp.propagate_down[j] if len(lp.propagate_down) else True
+            bneed.append(self._blob_need_backward[bid] and pd)
+            need_backward |= self._blob_need_backward[bid]
+            bottoms.append(self._blobs[bid])
+            bids.append(bid)
+        tops, tids = [], []
+        top_names = list(lp.top)
+        if layer.auto_top_blobs:
+            needed = max(layer.min_top, layer.exact_num_top)
+            while len(top_names) < needed:
+                top_names.append(None)
+        for j, name in enumerate(top_names):
+            tid = self._append_top(lp, j, name, available)
+            tops.append(self._blobs[tid])
+            tids.append(tid)
+            if lp.type == "Input":
+                self._input_ids.append(tid)
+        self.bottom_vecs.append(bottoms)
+        self.bottom_ids.append(bids)
+        self.top_vecs.append(tops)
+        self.top_ids.append(tids)
+        _log("Setting up " + lp.name)
+        layer.SetUp(bottoms, tops)
+        for j, tid in enumerate(tids):
+            w = layer.loss(j)
+            self._blob_loss_weights[tid] = w
+            _log("Top shape: " + _shape_str(self._blobs[tid].shape))
+            if w:
+                _log("    with loss weight %g" % w)
+        n_blobs = len(layer.blobs)
+        if len(lp.param) > n_blobs:
+            raise NetError("Too many params specified for layer %r (%d param specs, %d param blobs)"
+                           % (lp.name, len(lp.param), n_blobs))
+        layer.param_propagate_down = [True] * n_blobs
+        self._param_id_vecs.append([])
+        for k in range(n_blobs):
+            spec = lp.param[k] if k < len(lp.param) else caffe_pb2.ParamSpec()
+            pneed = spec.lr_mult != 0
+            need_backward |= pneed
+            layer.param_propagate_down[k] = pneed
+            self._append_param(layer_id, k)
+        self.layer_need_backward.append(need_backward)
+        self._bottom_need_backward.append(bneed)
+        if need_backward:
+            for tid in tids:
+                self._blob_need_backward[tid] = True
+
+    def _append_top(self, lp, j, name, available):
+        if name is not None and name in self._blob_index and \
+                j < len(lp.bottom) and lp.bottom[j] == name:
+            _log("%s -> %s (in-place)" % (lp.name, name))
+            tid = self._blob_index[name]
+        elif name is not None and name in self._blob_index:
+            raise NetError("Top blob %r produced by multiple sources (layer %r)" % (name, lp.name))
+        else:
+            if name is not None:
+                _log("%s -> %s" % (lp.name, name))
+            tid = len(self._blobs)
+            self._blobs.append(Blob())
+            self._blob_names.append(name if name is not None else "(automatic)")
+            self._blob_need_backward.append(False)
+            self._blob_loss_weights.append(0.0)
+            if name is not None:
+                self._blob_index[name] = tid
+        if name is not None:
+            available[name] = tid
+        return tid
+
+    def _append_param(self, layer_id, k):
+        lp = self.layers[layer_id].layer_param
+        name = lp.param[k].name if k < len(lp.param) else ""
+        spec = lp.param[k] if k < len(lp.param) else caffe_pb2.ParamSpec()
+        net_id = len(self._params)
+        blob = self.layers[layer_id].blobs[k]
+        self._params.append(blob)
+        self._param_id_vecs[layer_id].append(net_id)
+        self._param_layer_indices.append((layer_id, k))
+        if not name or name not in self._param_names_index:
+            self._param_owners.append(-1)
+            if name:
+                self._param_names_index[name] = net_id
+            self.learnable_param_ids.append(len(self.learnable_params))
+            self.learnable_params.append(blob)
+            self.learnable_param_names.append("%s.%d" % (lp.name, k))
+            self.has_params_lr.append(spec.HasField("lr_mult"))
+            self.has_params_decay.append(spec.HasField("decay_mult"))
+            self.params_lr.append(spec.lr_mult)
+            self.params_weight_decay.append(spec.decay_mult)
+            return
+        owner_id = self._param_names_index[name]
+        self._param_owners.append(owner_id)
+        olayer, ok = self._param_layer_indices[owner_id]
+        owner = self.layers[olayer].blobs[ok]
+        permissive = k < len(lp.param) and lp.param[k].share_mode == caffe_pb2.ParamSpec.PERMISSIVE
+        if (permissive and blob.count != owner.count) or (not permissive and blob.shape != owner.shape):
+            raise ShapeMismatchError(
+                "Cannot share param %r owned by layer %r with layer %r; %s mismatch. Owner layer "
+                "param shape is %s; sharing layer shape is %s"
+                % (name, self.layer_names[olayer], lp.name, "count" if permissive else "shape",
+                   _shape_str(owner.shape), _shape_str(blob.shape)))
+        lid = self.learnable_param_ids[owner_id]
+        self.learnable_param_ids.append(lid)
+        for has, value, store, what in ((spec.HasField("lr_mult"), spec.lr_mult, self.params_lr, "lr_mult"),
+                                        (spec.HasField("decay_mult"), spec.decay_mult,
+                                         self.params_weight_decay, "decay_mult")):
+            flags = self.has_params_lr if what == "lr_mult" else self.has_params_decay
+            if not has:
+                continue
+            if flags[lid] and store[lid] != value:
+                raise NetError("Shared param %r has mismatched %s (layer %r)" % (name, what, lp.name))
+            flags[lid], store[lid] = True, value
+
+    def _prune_backward(self, param):
+        under_loss, skip_backp = set(), set()
+        for lid in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[lid]
+            contributes, skip = False, True
+            for j, tid in enumerate(self.top_ids[lid]):
+                name = self._blob_names[tid]
+                if layer.loss(j) or name in under_loss:
+                    contributes = True
+                if name not in skip_backp:
+                    skip = False
+                if contributes and not skip:
+                    break
+            if self.layer_need_backward[lid] and skip:
+                self.layer_need_backward[lid] = False
+                self._bottom_need_backward[lid] = [False] * len(self.bottom_ids[lid])
+            if not contributes:
+                self.layer_need_backward[lid] = False
+            for j, bid in enumerate(self.bottom_ids[lid]):
+                name = self._blob_names[bid]
+                if contributes:
+                    under_loss.add(name)
+                else:
+                    self._bottom_need_backward[lid][j] = False
+                if not self._bottom_need_backward[lid][j]:
+                    skip_backp.add(name)
+            _log("%s %s backward computation." % (self.layer_names[lid], "needs"
+                                                 if self.layer_need_backward[lid] else "does not need"))
+        if param.force_backward:
+            for lid, layer in enumerate(self.layers):
+                self.layer_need_backward[lid] = True
+                for j, bid in enumerate(self.bottom_ids[lid]):
+                    self._bottom_need_backward[lid][j] = \
+                        self._bottom_need_backward[lid][j] or layer.allow_force_backward(j)
+                    self._blob_need_backward[bid] = \
+                        self._blob_need_backward[bid] or self._bottom_need_backward[lid][j]
+                layer.param_propagate_down = [True] * len(layer.blobs)
+
+    def _share_weights(self):
+        for i, owner in enumerate(self._param_owners):
+            if owner >= 0:
+                self._params[i].share_data(self._params[owner])
+                self._params[i].share_diff(self._params[owner])
+
+    # -- pycaffe surface -------------------------------------------------------------------
+    @property
+    def blobs(self):
+        return OrderedDict(zip(self._blob_names, self._blobs))
+
+    @property
+    def params(self):
+        return OrderedDict((n, l.blobs) for n, l in zip(self.layer_names, self.layers) if l.blobs)
+
+    @property
+    def layer_dict(self):
+        return OrderedDict(zip(self.layer_names, self.layers))
+
+    @property
+    def blob_loss_weights(self):
+        return OrderedDict(zip(self._blob_names, self._blob_loss_weights))
+
+    @property
+    def _layer_names(self):
+        return list(self.layer_names)
+
+    @property
+    def _blob_names_list(self):
+        return list(self._blob_names)
+
+    blob_names = property(lambda self: list(self._blob_names))
+    inputs = property(lambda self: [self._blob_names[i] for i in self._input_ids])
+    outputs = property(lambda self: list(self._output_names))
+    output_blobs = property(lambda self: [self._blobs[self._blob_index[n]] for n in self._output_names])
+    input_blobs = property(lambda self: [self._blobs[i] for i in self._input_ids])
+
+    @property
+    def top_names(self):
+        return OrderedDict((n, [self._blob_names[t] for t in ids])
+                           for n, ids in zip(self.layer_names, self.top_ids))
+
+    @property
+    def bottom_names(self):
+        return OrderedDict((n, [self._blob_names[b] for b in ids])
+                           for n, ids in zip(self.layer_names, self.bottom_ids))
+
+    def bottom_need_backward(self, layer_id):
+        return list(self._bottom_need_backward[layer_id])
+
+    def blob_need_backward(self, name):
+        return self._blob_need_backward[self._blob_index[name]]
+
+    # -- forward / backward ----------------------------------------------------------------
+    def _index(self, layer_name):
+        if layer_name not in self.layer_index:
+            raise NetError("Net %r has no layer named %r" % (self.name, layer_name))
+        return self.layer_index[layer_name]
+
+    def forward_from_to(self, start=0, end=None):
+        end = len(self.layers) - 1 if end is None else end
+        loss = 0.0
+        for i in range(start, end + 1):
+            loss += self.layers[i].Forward(self.bottom_vecs[i], self.top_vecs[i])
+        return loss
+
+    def backward_from_to(self, start=None, end=0):
+        start = len(self.layers) - 1 if start is None else start
+        for i in range(start, end - 1, -1):
+            if self.layer_need_backward[i]:
+                self.layers[i].Backward(self.top_vecs[i], self._bottom_need_backward[i],
+                                        self.bottom_vecs[i])
+
+    def forward_loss(self):
+        """Caffe's Net::Forward(&loss): run every layer, return the total weighted loss."""
+        return self.forward_from_to(0, len(self.layers) - 1)
+
+    def forward_backward(self):
+        loss = self.forward_loss()
+        self.backward_from_to()
+        return loss
+
+    def forward(self, blobs=None, start=None, end=None, **kwargs):
+        """pycaffe forward: set inputs from kwargs, run [start, end], return the outputs."""
+        blobs = list(blobs or [])
+        start_ind = self._index(start) if start is not None else 0
+        if end is not None:
+            end_ind = self._index(end)
+            outputs = set(self.top_names[end] + blobs)
+        else:
+            end_ind = len(self.layers) - 1
+            outputs = set(self.outputs + blobs)
+        if kwargs:
+            if set(kwargs) != set(self.inputs):
+                raise NetError("Input blob arguments %s do not match net inputs %s"
+                               % (sorted(kwargs), sorted(self.inputs)))
+            for name, value in kwargs.items():
+                self._set_array(name, value, "data", "Input is not batch sized")
+        self.forward_from_to(start_ind, end_ind)
+        return {o: self.blobs[o].data for o in outputs}
+
+    def backward(self, diffs=None, start=None, end=None, **kwargs):
+        """pycaffe backward: set output diffs from kwargs, run [start, end] in reverse."""
+        diffs = list(diffs or [])
+        start_ind = self._index(start) if start is not None else len(self.layers) - 1
+        if end is not None:
+            end_ind = self._index(end)
+            outputs = set(self.bottom_names[end] + diffs)
+        else:
+            end_ind = 0
+            outputs = set(self.inputs + diffs)
+        if kwargs:
+            if set(kwargs) != set(self.outputs):
+                raise NetError("Top diff arguments %s do not match net outputs %s"
+                               % (sorted(kwargs), sorted(self.outputs)))
+            for name, value in kwargs.items():
+                self._set_array(name, value, "diff", "Diff is not batch sized")
+        self.backward_from_to(start_ind, end_ind)
+        return {o: self.blobs[o].diff for o in outputs}
+
+    def _set_array(self, name, value, which, msg):
+        blob = self._blobs[self._blob_index[name]]
+        value = np.asarray(value)
+        if blob.num_axes and (value.ndim == 0 or value.shape[0] != blob.shape[0]):
+            raise ShapeMismatchError("%s: blob %r has shape %s, got an array of shape %s"
+                                     % (msg, name, blob.shape, value.shape))
+        try:
+            getattr(blob, which)[...] = value
+        except ValueError:
+            raise ShapeMismatchError("blob %r has shape %s; cannot take an array of shape %s"
+                                     % (name, blob.shape, value.shape)) from None
+
+    def reshape(self):
+        for layer, bottom, top in zip(self.layers, self.bottom_vecs, self.top_vecs):
+            layer.reshape(bottom, top)
+
+    # -- solver-facing ---------------------------------------------------------------------
+    def update(self):
+        """Caffe's Net::Update: data -= diff for every learnable parameter."""
+        for p in self.learnable_params:
+            p.update()
+
+    def clear_param_diffs(self):
+        for p in self.learnable_params:
+            p.diff[...] = 0
+
+    def share_trained_layers_with(self, other):
+        """Share every parameter blob with the same-named layer of ``other`` (test nets)."""
+        for lid, layer in enumerate(other.layers):
+            name = other.layer_names[lid]
+            if name not in self.layer_index or not layer.blobs:
+                continue
+            target = self.layers[self.layer_index[name]].blobs
+            if len(target) != len(layer.blobs):
+                raise WeightsError("Incompatible number of blobs for layer %r" % name)
+            for t, s in zip(target, layer.blobs):
+                if t.shape != s.shape:
+                    raise WeightsError("Cannot share param of layer %r: shape %s vs %s"
+                                       % (name, s.shape, t.shape))
+                t.share_data(s)
+
+    share_with = share_trained_layers_with
+
+    # -- weights ---------------------------------------------------------------------------
+    def copy_trained_layers_from(self, source):
+        """Load weights by layer name from a .caffemodel, .caffemodel.h5 or NetParameter."""
+        if isinstance(source, (str, os.PathLike)) and str(source).endswith(".h5"):
+            return net_io.load_hdf5(self, str(source))
+        net_io.copy_from_param(self, net_io.load_weights_param(source))
+
+    def copy_from(self, weights):
+        """pycaffe copy_from; several comma-separated files are loaded in order."""
+        if isinstance(weights, str) and "," in weights:
+            for w in weights.split(","):
+                self.copy_trained_layers_from(w)
+            return
+        self.copy_trained_layers_from(weights)
+
+    def to_proto(self, write_diff=False):
+        return net_io.to_proto(self, write_diff)
+
+    def save(self, path, write_diff=False):
+        net_io.save(self, path, write_diff)
+
+    def save_hdf5(self, path, write_diff=False):
+        net_io.save_hdf5(self, path, write_diff)
+
+    def load_hdf5(self, path):
+        net_io.load_hdf5(self, path)
+
+    def __repr__(self):
+        return "Net(%r, %d layers, phase %s)" % (self.name, len(self.layers),
+                                                 caffe_pb2.Phase.Name(self.phase))

@@ -1,0 +1,119 @@
+"""Reading nets and weights, writing .caffemodel (binary NetParameter) and .caffemodel.h5.
+
+Weights are matched by layer name, as Caffe's CopyTrainedLayersFrom does: source layers the
+net lacks are skipped; a blob-count or shape mismatch is an error naming layer, blob and shapes.
+"""
+import os
+
+import numpy as np
+
+from .blob import proto_shape
+from .errors import WeightsError
+from .proto import caffe_pb2
+
+
+def load_net_param(model):
+    """A fresh, upgraded NetParameter from a prototxt path or a NetParameter."""
+    from .proto import io as pio
+    return pio.read_net_param(model)
+
+
+def load_weights_param(source):
+    """A NetParameter holding weights, from a .caffemodel path or a NetParameter."""
+    from .proto import io as pio
+    if isinstance(source, caffe_pb2.NetParameter):
+        return source
+    return pio.read_net_param_binary(str(source))
+
+
+def _shape_str(shape):
+    return " ".join(str(d) for d in shape) + " (%d)" % int(np.prod(shape, dtype=np.int64))
+
+
+def copy_from_param(net, param):
+    """Caffe's CopyTrainedLayersFrom(NetParameter)."""
+    layers = param.layer if len(param.layer) else []
+    for src in layers:
+        lid = net.layer_index.get(src.name)
+        if lid is None:
+            continue
+        target = net.layers[lid].blobs
+        if len(target) != len(src.blobs):
+            raise WeightsError("Incompatible number of blobs for layer %r: the net has %d, the "
+                               "weights have %d" % (src.name, len(target), len(src.blobs)))
+        for j, (blob, bp) in enumerate(zip(target, src.blobs)):
+            if not blob.shape_equals(bp):
+                raise WeightsError(
+                    "Cannot copy param %d weights from layer %r; shape mismatch. Source param "
+                    "shape is %s; target param shape is %s. To learn this layer's parameters from "
+                    "scratch rather than copying from a saved net, rename the layer."
+                    % (j, src.name, _shape_str(proto_shape(bp)), _shape_str(blob.shape)))
+            blob.from_proto(bp, reshape=False)
+
+
+def to_proto(net, write_diff=False):
+    """Caffe's Net::ToProto: every layer's parameter with its blobs."""
+    param = caffe_pb2.NetParameter()
+    param.name = net.name
+    for layer in net.layers:
+        lp = param.layer.add()
+        lp.CopyFrom(layer.layer_param)
+        del lp.blobs[:]
+        for blob in layer.blobs:
+            lp.blobs.add().CopyFrom(blob.to_proto(write_diff))
+    return param
+
+
+def save(net, path, write_diff=False):
+    from .proto import io as pio
+    pio.write_binary(str(path), to_proto(net, write_diff))
+
+
+def save_hdf5(net, path, write_diff=False):
+    """Caffe's Net::ToHDF5: /data/<layer>/<i> for every layer (owned params only)."""
+    import h5py
+    from .backend import to_numpy
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    with h5py.File(tmp, "w") as f:
+        data = f.create_group("data")
+        diff = f.create_group("diff") if write_diff else None
+        for lid, layer in enumerate(net.layers):
+            g = data.create_group(net.layer_names[lid])
+            gd = diff.create_group(net.layer_names[lid]) if write_diff else None
+            for j, blob in enumerate(layer.blobs):
+                net_id = net._param_id_vecs[lid][j]
+                if net._param_owners[net_id] == -1:
+                    g.create_dataset(str(j), data=to_numpy(blob.data))
+                if write_diff:
+                    gd.create_dataset(str(j), data=to_numpy(blob.diff))
+    os.replace(tmp, path)
+
+
+def load_hdf5(net, path):
+    """Caffe's CopyTrainedLayersFromHDF5."""
+    import h5py
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise WeightsError("cannot read HDF5 weights %s: %s" % (path, e)) from None
+    with f:
+        if "data" not in f:
+            raise WeightsError("%s has no /data group: not a Caffe HDF5 weights file" % path)
+        for name, group in f["data"].items():
+            lid = net.layer_index.get(name)
+            if lid is None:
+                continue
+            target = net.layers[lid].blobs
+            if len(group) > len(target):
+                raise WeightsError("Incompatible number of blobs for layer %r" % name)
+            for j, blob in enumerate(target):
+                if str(j) not in group:
+                    if net._param_owners[net._param_id_vecs[lid][j]] != -1:
+                        continue
+                    raise WeightsError("Incompatible number of blobs for layer %r" % name)
+                arr = group[str(j)][...]
+                if tuple(arr.shape) != blob.shape:
+                    raise WeightsError("Cannot copy param %d weights from layer %r; shape mismatch. "
+                                       "Source param shape is %s; target param shape is %s."
+                                       % (j, name, _shape_str(arr.shape), _shape_str(blob.shape)))
+                blob.data[...] = blob.xp.asarray(arr)
