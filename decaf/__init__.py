@@ -13,7 +13,7 @@ from .blob import Blob  # noqa: F401
 from .layer import Layer, register_layer, layer_type_list, create_layer  # noqa: F401
 from .net import Net  # noqa: F401
 
-_LAZY = {"Solver": "solver", "SGDSolver": "solver", "NesterovSolver": "solver",
+_LAZY = {"init_log": "log", "log": "log", "Solver": "solver", "SGDSolver": "solver", "NesterovSolver": "solver",
          "AdaGradSolver": "solver", "RMSPropSolver": "solver", "AdaDeltaSolver": "solver",
          "AdamSolver": "solver", "get_solver": "solver"}
 
@@ -31,4 +31,5 @@ __all__ = ["__version__", "set_mode_cpu", "set_mode_gpu", "set_device", "set_ran
            "solver_count", "set_solver_count", "solver_rank", "set_solver_rank",
            "set_multiprocess", "TRAIN", "TEST", "Blob", "Layer", "register_layer",
            "layer_type_list", "create_layer", "Net", "Solver", "SGDSolver", "NesterovSolver",
-           "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver", "AdamSolver", "get_solver"]
+           "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver", "AdamSolver", "get_solver",
+           "init_log", "log"]

@@ -128,26 +128,22 @@ class Im2Col:
         return out
 
     # -- col2im ----------------------------------------------------------------------------
-    def _cols_view(self, cols, n, order):
-        """``cols`` (contiguous, in ``order``) as a view of shape (n, C, *kernel, *out)."""
-        nd = self.nd
-        if order == "nck":
-            return cols.reshape((n, self.channels) + self.kernel + self.out_spatial)
-        v = cols.reshape((self.channels,) + self.kernel + (n,) + self.out_spatial)
-        return v.transpose((1 + nd, 0) + tuple(range(1, 1 + nd)) +
-                           tuple(range(2 + nd, 2 + 2 * nd)))
+    def _cols_view(self, cols, n):
+        """``cols`` (contiguous, order "nck") as a view of shape (n, C, *kernel, *out)."""
+        return cols.reshape((n, self.channels) + self.kernel + self.out_spatial)
 
     def col2im(self, cols, out, order="nck"):
         """Overwrite ``out`` (n, C, *spatial) with the sum of the columns back onto the image."""
         n = out.shape[0]
         lead = (slice(None), slice(None))
+        self._order_axes(order)   # validates ``order``
         if order == "ckn":
             # accumulate channel-major (C, n, ...), in the order the columns are stored
             cv = cols.reshape((self.channels,) + self.kernel + (n,) + self.out_spatial)
             acc = self._acc_cn(n)
             src = [(slice(None),) + off for off in self.offsets]
         else:
-            cv = self._cols_view(cols, n, order)
+            cv = self._cols_view(cols, n)
             acc = self._buffer("_acc_buf", n, 0.0) if self.needs_pad else out
             src = [lead + off for off in self.offsets]
         acc[...] = 0

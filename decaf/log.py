@@ -105,7 +105,7 @@ def _emit(severity, msg, where):
         return
     now = datetime.datetime.now()
     head = prefix(severity, where, now)
-    text = "".join(head + line + "\n" for line in str(msg).split("\n"))
+    text = head + str(msg) + "\n"     # as glog: a multi-line message is prefixed once
     with _lock:
         to_err = (_cfg.logtostderr or _cfg.alsologtostderr or
                   severity >= _cfg.stderrthreshold)

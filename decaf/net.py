@@ -95,7 +95,7 @@ class Net:
                 lp.phase = self.phase
             self._add_layer(layer_id, lp, available)
         self._prune_backward(param)
-        self._output_names = list(available)
+        self._output_names = sorted(available)   # Caffe keeps them in a std::set
         self._share_weights()
         self.layer_index = {n: i for i, n in enumerate(self.layer_names)}
         _log("Network initialization done.")

@@ -74,19 +74,23 @@ def save_hdf5(net, path, write_diff=False):
     import h5py
     from .backend import to_numpy
     tmp = "%s.tmp-%d" % (path, os.getpid())
-    with h5py.File(tmp, "w") as f:
-        data = f.create_group("data")
-        diff = f.create_group("diff") if write_diff else None
-        for lid, layer in enumerate(net.layers):
-            g = data.create_group(net.layer_names[lid])
-            gd = diff.create_group(net.layer_names[lid]) if write_diff else None
-            for j, blob in enumerate(layer.blobs):
-                net_id = net._param_id_vecs[lid][j]
-                if net._param_owners[net_id] == -1:
-                    g.create_dataset(str(j), data=to_numpy(blob.data))
-                if write_diff:
-                    gd.create_dataset(str(j), data=to_numpy(blob.diff))
-    os.replace(tmp, path)
+    try:
+        with h5py.File(tmp, "w") as f:
+            data = f.create_group("data")
+            diff = f.create_group("diff") if write_diff else None
+            for lid, layer in enumerate(net.layers):
+                g = data.create_group(net.layer_names[lid])
+                gd = diff.create_group(net.layer_names[lid]) if write_diff else None
+                for j, blob in enumerate(layer.blobs):
+                    if net._param_owners[net._param_id_vecs[lid][j]] == -1:
+                        g.create_dataset(str(j), data=to_numpy(blob.data))
+                    if write_diff:
+                        gd.create_dataset(str(j), data=to_numpy(blob.diff))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def load_hdf5(net, path):

@@ -197,10 +197,6 @@ class Solver:
         """Make ``net`` use the train net's parameters (pycaffe ``solver.share_weights``)."""
         net.share_trained_layers_with(self.net)
 
-    @property
-    def test_net(self):
-        return self.test_nets
-
     # -- the loop -----------------------------------------------------------------------------
     def solve(self, resume_file=None):
         """Caffe's Solver::Solve: (restore,) step to max_iter, final snapshot/display/test."""

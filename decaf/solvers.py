@@ -72,6 +72,7 @@ def learning_rate(param, it, current_step=0, log_fn=None):
         _require(gamma >= 0, "lr_policy \"multistep\" needs gamma >= 0")
         return _f32(float(base_lr) * float(gamma) ** current_step), current_step
     if policy == "poly":
+        _require(param.max_iter > 0, "lr_policy \"poly\" needs max_iter > 0")
         frac = _f32(1) - _f32(it) / _f32(param.max_iter)
         return _f32(float(base_lr) * float(frac) ** float(power)), current_step
     if policy == "sigmoid":

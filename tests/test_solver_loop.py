@@ -90,8 +90,11 @@ class Capture:
         out = []
         for line in self.buf.getvalue().splitlines():
             m = PREFIX.match(line)
-            assert m, "not a glog line: %r" % line
-            out.append(m.groups())
+            if m:
+                out.append(m.groups())
+            else:       # glog prefixes a multi-line message (the parameter dumps) once
+                assert out, "not a glog line: %r" % line
+                out[-1] = out[-1][:2] + (out[-1][2] + "\n" + line,)
         return out
 
     def messages(self, pattern):

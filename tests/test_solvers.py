@@ -104,8 +104,7 @@ def test_log_lines_match_caffe(name, replays):
     """Our lr / loss / clipping / multistep lines carry Caffe's numbers (glog prefix removed)."""
     case, text = replays(name)[1], replays(name)[5]
     prefix = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ [\w.]+:\d+\] ")
-    ours = [prefix.sub("", line) for line in text.splitlines()]
-    assert all(prefix.match(line) for line in text.splitlines())
+    ours = [prefix.sub("", line) for line in text.splitlines() if prefix.match(line)]
     with open(os.path.join(case_dir(name), "caffe_log_lines.txt")) as f:
         caffe = [line.rstrip("\n") for line in f if line.strip()]
 

@@ -6,6 +6,8 @@ before it are batch axes), ``group``, ``num_output``, ``bias_term`` and the fill
 The column buffer is built by strided views (decaf.im2col); the batch is folded into the GEMM's
 columns, in chunks so that the buffer stays bounded.
 """
+import threading
+
 import numpy as np
 
 from ..filler import fill
@@ -15,6 +17,22 @@ from ..errors import ShapeMismatchError
 
 # Largest column buffer (in elements) built at once; bigger batches are processed in chunks.
 COL_BUFFER_ELEMENTS = 1 << 24
+
+# Column and GEMM scratch arrays live only within one forward/backward call, so all layers of a
+# thread share them (as one workspace), instead of each layer keeping its own.
+_WORKSPACE = threading.local()
+
+
+def scratch(xp, dtype, name, size):
+    """A shared per-thread scratch array of ``size`` elements (contents undefined)."""
+    store = getattr(_WORKSPACE, "bufs", None)
+    if store is None:
+        store = _WORKSPACE.bufs = {}
+    key = (xp.__name__, np.dtype(dtype).str, name)
+    buf = store.get(key)
+    if buf is None or buf.size < size:
+        buf = store[key] = xp.empty(int(size), dtype=dtype)
+    return buf[:size]
 
 
 def _axis_values(layer, cp, field, hw, num_spatial, default):
@@ -77,8 +95,7 @@ class _GemmConv:
         self.oc = self.plan.out_count
         per_image = max(self.plan.col_rows * self.oc, 1)
         self.chunk = int(max(1, min(num, COL_BUFFER_ELEMENTS // per_image)))
-        self.col = xp.empty(self.plan.col_rows * self.chunk * self.oc, dtype=dtype)
-        self.gm = xp.empty(self.m * self.chunk * self.oc, dtype=dtype)
+        self.dtype = dtype
         self.wtmp = xp.empty((group, self.mg, self.kd), dtype=dtype)
 
     def chunks(self):
@@ -86,11 +103,14 @@ class _GemmConv:
             yield n0, min(n0 + self.chunk, self.num)
 
     def _col(self, nb):
-        return self.col[:self.plan.col_rows * nb * self.oc].reshape(self.group, self.kd,
-                                                                     nb * self.oc)
+        size = self.plan.col_rows * nb * self.oc
+        return scratch(self.xp, self.dtype, "col", size).reshape(self.group, self.kd,
+                                                                  nb * self.oc)
 
     def _gm(self, nb):
-        return self.gm[:self.m * nb * self.oc].reshape(self.group, self.mg, nb * self.oc)
+        size = self.m * nb * self.oc
+        return scratch(self.xp, self.dtype, "gemm", size).reshape(self.group, self.mg,
+                                                                   nb * self.oc)
 
     def im2col(self, img, n0, n1):
         col = self._col(n1 - n0)

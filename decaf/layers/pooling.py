@@ -99,7 +99,9 @@ class PoolingLayer(Layer):
     MAX: top = max over the window clipped to the bottom (ties: first in (h, w) scan order),
     bottom_diff routes top_diff to that max; optional top[1] = its flat index h * W + w.
     AVE: top = sum over the clipped window / pool_size (window clipped to H + pad only).
-    STOCHASTIC: TRAIN samples x_i with probability x_i / sum x; TEST gives sum x^2 / sum x.
+    STOCHASTIC: TRAIN samples x_i with probability x_i / sum x (bottom_diff routes top_diff to
+    the sample); TEST gives sum x^2 / sum x.  Caffe runs STOCHASTIC on the GPU only and has no
+    TEST-phase backward (it reuses stale samples); here TEST backward is the exact gradient.
     """
 
     exact_num_bottom = 1

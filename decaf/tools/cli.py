@@ -367,17 +367,21 @@ def main(argv=None):
         print("decaf version " + __version__)
         return 0
     _apply_glog_flags(flags)
-    if len(positional) != 1:
+    if not positional:
         print(usage(), file=sys.stderr)
         return 1
     command = positional[0]
     if command not in COMMANDS:
         tool = find_tool(command)
-        if tool is not None:       # flags came before the tool name: hand them all over
+        if tool is not None:       # glog flags came before the tool name: hand the rest over
             rest = list(argv)
             rest.remove(command)
             return tool.main(rest) or 0
         print("ERROR: Unknown action: %s\n\n%s" % (command, usage()), file=sys.stderr)
+        return 1
+    if len(positional) != 1:
+        print("ERROR: unexpected arguments: %s\n\n%s" % (" ".join(positional[1:]), usage()),
+              file=sys.stderr)
         return 1
     try:
         return COMMANDS[command](flags)

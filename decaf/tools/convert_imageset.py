@@ -55,7 +55,9 @@ def image_to_datum(path, label, height, width, is_color, encoding):
         datum.label = label
         datum.encoded = True
         return datum
-    return array_to_datum(chw, label)
+    datum = array_to_datum(chw, label)
+    datum.encoded = False  # CVMatToDatum sets it explicitly (so it is serialized)
+    return datum
 
 
 def _run(argv):

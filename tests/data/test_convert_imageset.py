@@ -34,7 +34,7 @@ def test_raw_keys_labels_and_bgr(image_set):
     recs = records(out)
     assert [k for k, _ in recs] == [b"%08d_imgs/a %d.png" % (i, i) for i in range(4)]
     for i, (_, datum) in enumerate(recs):
-        assert datum.label == i % 2 and not datum.encoded
+        assert datum.label == i % 2 and not datum.encoded and datum.HasField("encoded")
         np.testing.assert_array_equal(datum_to_array(datum), imgs[i])
 
 

@@ -178,6 +178,26 @@ def test_batch_chunking_gives_the_same_numbers(monkeypatch, kind):
         np.testing.assert_allclose(a, b, atol=1e-12)
 
 
+def test_layers_sharing_the_scratch_workspace_do_not_interfere():
+    spec = conv_spec("kernel_size: 3 pad: 1", 3)
+    x = rand(2, 2, 5, 5)
+    alone = run_fwd_bwd(spec, x)
+    a, ba, ta = build_layer(spec, [x], params=alone[3])
+    b, bb, tb = build_layer(conv_spec("kernel_size: 2", 5, "Deconvolution"), [rand(3, 4, 6, 6)])
+    a.Forward(ba, ta)
+    b.Forward(bb, tb)             # reuses (and grows) the same column scratch arrays
+    ta[0].diff[...] = rand(*ta[0].shape, seed=5)
+    for p in a.blobs:
+        p.diff[...] = 0
+    tb[0].diff[...] = 1.0
+    b.Backward(tb, [True], bb)
+    a.Backward(ta, [True], ba)
+    np.testing.assert_allclose(ta[0].data, alone[0], atol=1e-12)
+    np.testing.assert_allclose(ba[0].diff, alone[1], atol=1e-12)
+    for p, d in zip(a.blobs, alone[2]):
+        np.testing.assert_allclose(p.diff, d, atol=1e-12)
+
+
 def test_param_diffs_accumulate_and_propagate_down_false():
     spec = conv_spec("kernel_size: 2", 3)
     layer, bottom, top = build_layer(spec, [rand(2, 2, 4, 4)])

@@ -224,14 +224,14 @@ def test_data_encoded_records(tmp_path):
 
 def test_data_prefetch_thread_overlaps_and_stops(small_db):
     path, _ = small_db
-    before = threading.active_count()
     layer, top = make(data_spec(path, 2, "prefetch: 3"))
     assert layer.prefetcher.alive
+    thread = layer.prefetcher._thread
+    assert thread in threading.enumerate() and thread.daemon
     layer.Forward([], top)
     layer.close()
-    assert not layer.prefetcher.alive
+    assert not layer.prefetcher.alive and thread not in threading.enumerate()
     layer.close()  # idempotent
-    assert threading.active_count() == before
 
 
 def test_data_thread_stops_when_layer_is_collected(small_db):

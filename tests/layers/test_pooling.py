@@ -99,6 +99,8 @@ GEOMS = [
      True, (1, 2, 7, 6)),
     ("kernel_size: 2 stride: 3 pad_h: 1 pad_w: 0", (2, 2), (3, 3), (1, 0), True, (1, 1, 7, 7)),
     ("kernel_size: 4 stride: 2", (4, 4), (2, 2), (0, 0), True, (1, 2, 3, 3)),   # kernel > H
+    # pad_h > 0 makes Caffe apply the clip rule to the width too (pad_w = 0)
+    ("kernel_size: 2 stride: 4 pad_h: 1 pad_w: 0", (2, 2), (4, 4), (1, 0), True, (1, 1, 6, 7)),
 ]
 
 
