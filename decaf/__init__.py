@@ -13,7 +13,7 @@ from .blob import Blob  # noqa: F401
 from .layer import Layer, register_layer, layer_type_list, create_layer  # noqa: F401
 from .net import Net  # noqa: F401
 
-_LAZY = {"init_log": "log", "log": "log", "Solver": "solver", "SGDSolver": "solver", "NesterovSolver": "solver",
+_LAZY = {"init_log": "glog", "log": "glog", "Solver": "solver", "SGDSolver": "solver", "NesterovSolver": "solver",
          "AdaGradSolver": "solver", "RMSPropSolver": "solver", "AdaDeltaSolver": "solver",
          "AdamSolver": "solver", "get_solver": "solver"}
 

@@ -21,7 +21,7 @@ from . import net_io
 
 def _log(msg):
     try:
-        from . import log
+        from . import glog as log
     except ImportError:
         return
     log.info(msg, where="net.cpp")

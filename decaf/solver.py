@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from . import backend, log, solvers
+from . import backend, glog as log, solvers
 from .blob import Blob
 from .errors import SolverError
 from .proto import caffe_pb2

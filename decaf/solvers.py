@@ -106,7 +106,7 @@ def clip_gradients(diffs, clip, log_fn=None):
     if norm > clip:
         scale = dtype(clip / norm)
         if log_fn is not None:
-            from .log import fmt
+            from .glog import fmt
             log_fn("Gradient clipping: scaling down gradients (L2 norm %s > %s) by scale factor %s"
                    % (fmt(norm), fmt(clip), fmt(scale)))
         for d in diffs:

@@ -42,7 +42,7 @@ class Timer:
 
     def _elapsed(self):
         if not self.has_run_at_least_once:
-            from . import log
+            from . import glog as log
             log.warning("Timer has never been run before reading time.", "benchmark.cpp:83")
             return 0.0
         if self.running:

@@ -13,7 +13,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from decaf import backend, log
+from decaf import backend, glog as log
 from decaf.data.cli import UsageError, parse_flags
 from decaf.tools import cli
 

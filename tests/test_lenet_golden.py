@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from decaf import log
+from decaf import glog as log
 from decaf.proto import caffe_pb2
 from decaf.solver import get_solver
 from decaf.solver_state import read_solver_state

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from decaf import log
+from decaf import glog as log
 from decaf.errors import SolverError
 from decaf.proto import caffe_pb2
 from decaf.solver import SGDSolver, get_solver
@@ -422,7 +422,7 @@ RESUME = textwrap.dedent("""
     import sys, numpy as np
     sys.path.insert(0, {root!r})
     sys.path.insert(0, {tests!r})
-    from decaf import log
+    from decaf import glog as log
     log.init_log(2)
     import test_solver_loop as t
     from decaf.proto import caffe_pb2

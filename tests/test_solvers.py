@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from decaf import log, solvers
+from decaf import glog as log, solvers
 from decaf.errors import SolverError
 from decaf.proto import caffe_pb2
 from decaf.solver import AdaGradSolver, RMSPropSolver, SGDSolver, get_solver

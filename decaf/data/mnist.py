@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from .. import log
+from .. import glog as log
 from ..errors import DecafError
 from .db import open_db
 

@@ -15,7 +15,7 @@ import threading
 
 import numpy as np
 
-from .. import backend, log
+from .. import backend, glog as log
 from ..errors import DecafError
 from .datum import parse_datum, read_image
 

@@ -9,7 +9,7 @@ import weakref
 
 import numpy as np
 
-from .. import backend, log
+from .. import backend, glog as log
 from ..data.db import open_db
 from ..data.prefetch import DBSource, ImageListSource, Prefetcher, keep_all, read_image_list
 from ..data.transformer import DataTransformer

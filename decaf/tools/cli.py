@@ -20,7 +20,7 @@ import time as _time
 
 import numpy as np
 
-from .. import backend, log
+from .. import backend, glog as log
 from ..errors import DecafError
 
 try:

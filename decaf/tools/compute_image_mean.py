@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from .. import log
+from .. import glog as log
 from ..data.cli import UsageError, parse_flags, run_tool
 from ..data.datum import datum_to_array, parse_datum
 from ..data.db import open_db

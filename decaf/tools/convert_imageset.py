@@ -12,7 +12,7 @@ import os
 import sys
 
 from .. import backend as _backend
-from .. import log
+from .. import glog as log
 from ..data.cli import UsageError, parse_flags, run_tool
 from ..data.datum import ImageError, array_to_datum, encode_image, read_image
 from ..data.db import open_db

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from decaf import log
+from decaf import glog as log
 from decaf.errors import DecafError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,8 +42,8 @@ def test_severities_where_and_caller(captured):
     got = [rx.match(l).groups() for l in lines]
     assert got[0] == ("I", "solver.cpp:239", "hello")
     assert got[1][0] == "W" and re.match(r"net\.cpp:\d+$", got[1][1])
-    assert got[2][0] == "E" and re.match(r"test_log\.py:\d+$", got[2][1])
-    assert got[3] == ("I", got[3][1], "from pycaffe") and got[3][1].startswith("test_log.py:")
+    assert got[2][0] == "E" and re.match(r"test_glog\.py:\d+$", got[2][1])
+    assert got[3] == ("I", got[3][1], "from pycaffe") and got[3][1].startswith("test_glog.py:")
 
 
 def test_min_level_and_multiline(captured):
@@ -65,7 +65,7 @@ def test_fatal_logs_then_raises(captured):
 def test_logging_records_become_glog_lines(captured):
     log.install_logging_handler("decaf.test_log")
     logging.getLogger("decaf.test_log").warning("upgraded %s", "net.prototxt")
-    assert re.match(r"^W\d{4} .* test_log\.py:\d+\] upgraded net\.prototxt$", captured.getvalue())
+    assert re.match(r"^W\d{4} .* test_glog\.py:\d+\] upgraded net\.prototxt$", captured.getvalue())
 
 
 def test_number_format_is_cpp_ostream():
@@ -80,7 +80,7 @@ def run_env(env, code):
 
 
 def test_glog_environment(tmp_path):
-    code = "from decaf import log; log.info('i'); log.warning('w'); log.error('e')"
+    code = "from decaf import glog as log; log.info('i'); log.warning('w'); log.error('e')"
     p = run_env({"GLOG_minloglevel": "1"}, code)
     assert [l[0] for l in p.stderr.splitlines()] == ["W", "E"]
     p = run_env({"GLOG_logtostderr": "0", "GLOG_log_dir": str(tmp_path)}, code)
