@@ -45,6 +45,8 @@ if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):
 for _name in _decaf.__all__:
     globals()[_name] = getattr(_decaf, _name)
 
+from decaf.net_spec import layers, params, NetSpec, to_proto  # noqa: E402,F401  (caffe.layers is NetSpec's L)
+from decaf import io  # noqa: E402,F401
 from decaf import proto  # noqa: E402,F401  (caffe.proto is decaf.proto)
 sys.modules[__name__ + ".proto"] = proto
 sys.modules[__name__ + ".proto.caffe_pb2"] = proto.caffe_pb2

@@ -12,8 +12,14 @@ from .proto.caffe_pb2 import TRAIN, TEST  # noqa: F401
 from .blob import Blob  # noqa: F401
 from .layer import Layer, register_layer, layer_type_list, create_layer  # noqa: F401
 from .net import Net  # noqa: F401
+from . import pycaffe as _pycaffe  # noqa: F401,E402  (forward_all, set_input_arrays, callbacks)
+from .pycaffe import has_nccl, NCCL  # noqa: F401,E402
+from .net_spec import NetSpec, to_proto, params  # noqa: F401,E402
+from .timer import Timer  # noqa: F401,E402
+from . import io  # noqa: F401,E402
 
-_LAZY = {"init_log": "glog", "log": "glog", "Solver": "solver", "SGDSolver": "solver", "NesterovSolver": "solver",
+_LAZY = {"Classifier": "classifier", "Detector": "detector", "init_log": "glog", "log": "glog",
+         "Solver": "solver", "SGDSolver": "solver", "NesterovSolver": "solver",
          "AdaGradSolver": "solver", "RMSPropSolver": "solver", "AdaDeltaSolver": "solver",
          "AdamSolver": "solver", "get_solver": "solver"}
 
@@ -32,4 +38,5 @@ __all__ = ["__version__", "set_mode_cpu", "set_mode_gpu", "set_device", "set_ran
            "set_multiprocess", "TRAIN", "TEST", "Blob", "Layer", "register_layer",
            "layer_type_list", "create_layer", "Net", "Solver", "SGDSolver", "NesterovSolver",
            "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver", "AdamSolver", "get_solver",
-           "init_log", "log"]
+           "init_log", "log", "has_nccl", "NCCL", "NetSpec", "to_proto", "params", "Timer", "io",
+           "Classifier", "Detector"]

@@ -126,6 +126,10 @@ class Detector(Net):
         self.context_pad = context_pad
         if not self.context_pad:
             return
+        crop_size = self.blobs[in_].width
+        if 2 * context_pad >= crop_size:
+            raise ValueError("context_pad %d leaves no room for the window in a %d-pixel input "
+                             "(needs 2 * context_pad < input width)" % (context_pad, crop_size))
         transpose = self.transformer.transpose.get(in_)
         channel_order = self.transformer.channel_swap.get(in_)
         raw_scale = self.transformer.raw_scale.get(in_)

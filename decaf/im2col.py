@@ -192,3 +192,104 @@ def col2im(cols, image_shape, kernel, stride=None, pad=None, dilation=None):
 def _xp_of(a):
     from .backend import get_array_module
     return get_array_module(a)
+
+
+class RowIm2Col:
+    """Width-only im2col for 2-D convolution: one GEMM per output row, no full column buffer.
+
+    For a chunk of ``nb`` images (n, C, H, W) and kernel (kh, kw), stride (sh, sw), pad (ph, pw),
+    the buffer ``z`` of shape (group, Hu, C/group, kw, nb, ow) holds
+
+        z[g, h, c, j, n, ox] = x[n, g*C/group + c, h - ph, ox*sw + j - pw]   (0 outside the image)
+
+    for the Hu = (oh-1)*sh + kh padded rows that windows read. Its rows h .. h+kh are one
+    contiguous block, so the columns of output row ``oy`` are the (kh*C/group*kw) x (nb*ow) matrix
+    ``z[g, oy*sh : oy*sh + kh]`` (rows ordered (i, c, j)): a strided *view*, one per output row,
+    handed to BLAS directly.  The buffer is kw times the input, not kh*kw times as a full column
+    buffer would be; building and folding it are kw copies with inner runs of ow.
+    """
+
+    def __init__(self, channels, spatial, kernel, stride, pad, group, nb, dtype, xp=np,
+                 out_spatial=None):
+        self.channels, self.group = int(channels), int(group)
+        self.cg = self.channels // self.group
+        (self.h, self.w), (self.kh, self.kw) = tuple(spatial), tuple(kernel)
+        (self.sh, self.sw), (self.ph, self.pw) = tuple(stride), tuple(pad)
+        if out_spatial is None:
+            out_spatial = conv_output_shape(spatial, kernel, stride, pad, (1, 1))
+        self.oh, self.ow = out_spatial
+        self.hu = (self.oh - 1) * self.sh + self.kh
+        self.k = self.kh * self.cg * self.kw
+        self.nb, self.xp, self.dtype = int(nb), xp, np.dtype(dtype)
+        # padded rows [r0, r1) of z hold image rows [r0 - ph, r1 - ph)
+        self.r0, self.r1 = min(self.ph, self.hu), min(self.ph + self.h, self.hu)
+        # per kernel column j: the output columns [lo, hi) that read inside the image, and the
+        # image column read by output column lo
+        self.cols = []
+        for j in range(self.kw):
+            lo = max(0, -((j - self.pw) // self.sw))
+            hi = min(self.ow, (self.w - 1 + self.pw - j) // self.sw + 1)
+            if hi > lo and self.r1 > self.r0:
+                self.cols.append((j, lo, hi, lo * self.sw + j - self.pw))
+        self._z = None
+        self._z_nb = None
+
+    def per_image(self):
+        """Elements of ``z`` per image."""
+        return self.group * self.hu * self.cg * self.kw * self.ow
+
+    def _shape(self, nb):
+        return (self.group, self.hu, self.cg, self.kw, nb, self.ow)
+
+    def zeros(self, nb):
+        """A zero-filled array laid out like ``z`` for ``nb`` images (for diffs)."""
+        return self.xp.zeros(self._shape(nb), dtype=self.dtype)
+
+    def buffer(self, nb):
+        """The column buffer for ``nb`` images; its zero border is kept between builds."""
+        size = self.per_image() * nb
+        if self._z is None or self._z.size < size:
+            self._z = self.xp.zeros(self.per_image() * self.nb, dtype=self.dtype)
+            self._z_nb = None
+        if self._z_nb != nb:   # new layout: the border cells moved, clear them all
+            self._z[:size] = 0
+            self._z_nb = nb
+        return self._z[:size].reshape(self._shape(nb))
+
+    def _image_view(self, img, j, lo, hi, w0):
+        """img[:, :, rows, cols of kernel column j] as (group, rows, C/group, nb, cols)."""
+        nb = img.shape[0]
+        v = img[:, :, self.r0 - self.ph:self.r1 - self.ph,
+                w0:w0 + self.sw * (hi - lo - 1) + 1:self.sw]
+        return v.reshape(nb, self.group, self.cg, self.r1 - self.r0, hi - lo) \
+            .transpose(1, 3, 2, 0, 4)
+
+    def build(self, x):
+        """Fill the buffer from ``x`` (nb, C, H, W); return it."""
+        z = self.buffer(x.shape[0])
+        for j, lo, hi, w0 in self.cols:
+            z[:, self.r0:self.r1, :, j, :, lo:hi] = self._image_view(x, j, lo, hi, w0)
+        return z
+
+    def fold(self, dz, dx):
+        """The adjoint of ``build``: overwrite ``dx`` (nb, C, H, W) with the sums of ``dz``."""
+        dx[...] = 0
+        for j, lo, hi, w0 in self.cols:
+            dst = self._image_view(dx, j, lo, hi, w0)
+            self.xp.add(dst, dz[:, self.r0:self.r1, :, j, :, lo:hi], out=dst)
+        return dx
+
+    def row_views(self, z, g):
+        """(oh, K, nb*ow) strided view: entry oy is the column matrix of output row oy."""
+        zg = z[g]
+        nb = z.shape[4]
+        it = zg.itemsize
+        q = nb * self.ow
+        shape = (self.oh, self.k, q)
+        strides = (self.sh * self.cg * self.kw * q * it, q * it, it)
+        return _as_strided(self.xp, zg, shape, strides)
+
+    def row_block(self, dz, g, oy):
+        """The contiguous (K, nb*ow) block of ``dz`` that output row ``oy`` reads."""
+        nb = dz.shape[4]
+        return dz[g, oy * self.sh:oy * self.sh + self.kh].reshape(self.k, nb * self.ow)

@@ -19,16 +19,14 @@ from .proto import caffe_pb2
 from . import net_io
 
 
-def _log(msg):
-    try:
-        from . import glog as log
-    except ImportError:
-        return
-    log.info(msg, where="net.cpp")
+def _log(msg, line):
+    from . import glog
+    glog.info(msg, where="net.cpp:%d" % line)
 
 
 def _shape_str(shape):
-    return " ".join(str(d) for d in shape) + " (%d)" % int(np.prod(shape, dtype=np.int64))
+    """Caffe's Blob::shape_string: "64 1 28 28 (50176)", "(1)" for a scalar."""
+    return "".join("%d " % d for d in shape) + "(%d)" % int(np.prod(shape, dtype=np.int64))
 
 
 class Net:
@@ -73,7 +71,10 @@ class Net:
     # -- construction ----------------------------------------------------------------------
     def _init(self, in_param):
         self.phase = in_param.state.phase
-        param = insert_splits(filter_net(in_param))
+        filtered = filter_net(in_param)
+        from .proto.io import format_text
+        _log("Initializing net from parameters: \n" + format_text(filtered), 53)
+        param = insert_splits(filtered)
         self.param = param
         self.name = param.name
         self.layers, self.layer_names = [], []
@@ -89,16 +90,17 @@ class Net:
         self.params_lr, self.params_weight_decay = [], []
         self.has_params_lr, self.has_params_decay = [], []
         available = OrderedDict()
-        _log("Initializing net from parameters: %s" % self.name)
         for layer_id, lp in enumerate(param.layer):
             if not lp.HasField("phase"):
                 lp.phase = self.phase
             self._add_layer(layer_id, lp, available)
         self._prune_backward(param)
         self._output_names = sorted(available)   # Caffe keeps them in a std::set
+        for name in self._output_names:
+            _log("This network produces output " + name, 242)
         self._share_weights()
         self.layer_index = {n: i for i, n in enumerate(self.layer_names)}
-        _log("Network initialization done.")
+        _log("Network initialization done.", 255)
 
     def _add_layer(self, layer_id, lp, available):
         if len(lp.propagate_down) and len(lp.propagate_down) != len(lp.bottom):
@@ -108,7 +110,7 @@ class Net:
         layer = create_layer(lp, lp.phase)
         self.layers.append(layer)
         self.layer_names.append(lp.name)
-        _log("Creating Layer " + lp.name)
+        _log("Creating Layer " + lp.name, 84)
         bottoms, bids, bneed = [], [], []
         need_backward = False
         for j, name in enumerate(lp.bottom):
@@ -116,7 +118,7 @@ class Net:
                 raise NetError("Unknown bottom blob %r (layer %r, bottom index %d)"
                                % (name, lp.name, j))
             bid = available.pop(name)
-            _log("%s <- %s" % (lp.name, name))
+            _log("%s <- %s" % (lp.name, name), 408)
             pd = lp.propagate_down[j] if len(lp.propagate_down) else True
             bneed.append(self._blob_need_backward[bid] and pd)
             need_backward |= self._blob_need_backward[bid]
@@ -138,14 +140,14 @@ class Net:
         self.bottom_ids.append(bids)
         self.top_vecs.append(tops)
         self.top_ids.append(tids)
-        _log("Setting up " + lp.name)
+        _log("Setting up " + lp.name, 122)
         layer.SetUp(bottoms, tops)
         for j, tid in enumerate(tids):
             w = layer.loss(j)
             self._blob_loss_weights[tid] = w
-            _log("Top shape: " + _shape_str(self._blobs[tid].shape))
+            _log("Top shape: " + _shape_str(self._blobs[tid].shape), 129)
             if w:
-                _log("    with loss weight %g" % w)
+                _log("    with loss weight %g" % w, 137)
         n_blobs = len(layer.blobs)
         if len(lp.param) > n_blobs:
             raise NetError("Too many params specified for layer %r (%d param specs, %d param blobs)"
@@ -167,13 +169,13 @@ class Net:
     def _append_top(self, lp, j, name, available):
         if name is not None and name in self._blob_index and \
                 j < len(lp.bottom) and lp.bottom[j] == name:
-            _log("%s -> %s (in-place)" % (lp.name, name))
+            _log("%s -> %s (in-place)" % (lp.name, name), 380)
             tid = self._blob_index[name]
         elif name is not None and name in self._blob_index:
             raise NetError("Top blob %r produced by multiple sources (layer %r)" % (name, lp.name))
         else:
             if name is not None:
-                _log("%s -> %s" % (lp.name, name))
+                _log("%s -> %s" % (lp.name, name), 394)
             tid = len(self._blobs)
             self._blobs.append(Blob())
             self._blob_names.append(name if name is not None else "(automatic)")
@@ -256,7 +258,8 @@ class Net:
                 if not self._bottom_need_backward[lid][j]:
                     skip_backp.add(name)
             _log("%s %s backward computation." % (self.layer_names[lid], "needs"
-                                                 if self.layer_need_backward[lid] else "does not need"))
+                                                 if self.layer_need_backward[lid] else "does not need"),
+                 226 if self.layer_need_backward[lid] else 224)
         if param.force_backward:
             for lid, layer in enumerate(self.layers):
                 self.layer_need_backward[lid] = True

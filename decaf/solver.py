@@ -427,6 +427,7 @@ class SGDSolver(Solver):
 
     type = "SGD"
     history_sets = 1          # AdaDelta and Adam keep two history blobs per parameter
+    update_observer = None    # callable(stage, param_index, rate): see _observed_update
 
     def __init__(self, param):
         super().__init__(param)
@@ -458,18 +459,42 @@ class SGDSolver(Solver):
 
     def apply_update(self):
         """SGDSolver::ApplyUpdate: rate, ClipGradients, then per param Normalize, Regularize,
-        ComputeUpdateValue; finally net.update() (w -= diff)."""
+        ComputeUpdateValue; finally net.update() (w -= diff). ``update_observer``, when set,
+        is called with ("gradients", None, rate) before ClipGradients, at every per-param step
+        (see _observed_update) and with ("updated", None, rate) after net.update()."""
         rate = self.get_learning_rate()
         if self.param.display and self.iter % self.param.display == 0:
             log.info("Iteration %d, lr = %s" % (self.iter, log.fmt(rate)), "sgd_solver.cpp:107")
         params = self.net.learnable_params
+        watch = self.update_observer
+        if watch is not None:
+            watch("gradients", None, rate)
         solvers.clip_gradients([p.diff for p in params], self.param.clip_gradients,
                                lambda msg: log.info(msg, "sgd_solver.cpp:92"))
         for i in range(len(params)):
+            if watch is not None:
+                self._observed_update(watch, i, rate)
+                continue
             self.normalize(i)
             self.regularize(i)
             self.compute_update_value(i, rate)
         self.net.update()
+        if watch is not None:
+            watch("updated", None, rate)
+
+    def _observed_update(self, watch, i, rate):
+        """apply_update's per-param steps with ``watch(stage, i, rate)`` called before them
+        ("clipped": the diff after ClipGradients) and after each ("normalized", "regularized",
+        "computed": the diff is then the step Net::Update subtracts). Set
+        ``solver.update_observer`` to see them (``decaf explain_update``); with it None, as
+        by default, apply_update does not call this."""
+        watch("clipped", i, rate)
+        self.normalize(i)
+        watch("normalized", i, rate)
+        self.regularize(i)
+        watch("regularized", i, rate)
+        self.compute_update_value(i, rate)
+        watch("computed", i, rate)
 
     def normalize(self, i):
         solvers.normalize(self.net.learnable_params[i].diff, self.param.iter_size)

@@ -10,8 +10,9 @@ import threading
 
 import numpy as np
 
+from ..blas import can_accumulate, gemm_accumulate
 from ..filler import fill
-from ..im2col import Im2Col, conv_output_shape, deconv_output_shape
+from ..im2col import Im2Col, RowIm2Col, conv_output_shape, deconv_output_shape
 from ..layer import Layer, register_layer
 from ..errors import ShapeMismatchError
 
@@ -146,6 +147,145 @@ class _GemmConv:
         self.xp.matmul(gm, col.transpose(0, 2, 1), out=self.wtmp)
         dwg += self.wtmp
 
+    # -- Convolution through this engine (N-D or dilated) ----------------------------------
+    def forward(self, x, w, bias, y):
+        """y = W (*) x + b for x (num, C, *S), y (num, M, *O)."""
+        wg = w.reshape(self.group, self.mg, -1)
+        yf = y.reshape(self.num, self.m, -1)
+        for n0, n1 in self.chunks():
+            self.to_col_side(self.im2col(x, n0, n1), wg, yf, n0, n1)
+        if bias is not None:
+            yf += bias.reshape(1, -1, 1)
+
+    def backward(self, ydiff, x, w, dw, db, xdiff):
+        """db += sum ydiff; dW += ydiff (*) x; xdiff = W^T (*) ydiff (those not None)."""
+        yf = ydiff.reshape(self.num, self.m, -1)
+        if db is not None:
+            db += yf.sum(axis=(0, 2))
+        if dw is None and xdiff is None:
+            return
+        wg = w.reshape(self.group, self.mg, -1)
+        dwg = dw.reshape(self.group, self.mg, -1) if dw is not None else None
+        for n0, n1 in self.chunks():
+            gm = self.gather(yf, n0, n1)
+            if dwg is not None:
+                self.weight_grad(gm, self.im2col(x, n0, n1), dwg)
+            if xdiff is not None:
+                self.to_image(gm, wg, xdiff, n0, n1)
+
+
+class _RowConv:
+    """2-D convolution (dilation 1) as one GEMM per output row (see ``RowIm2Col``).
+
+    Per chunk of nb images and group g, with W' the weights reordered to (M/group, kh*Cg*kw):
+    forward    Y[oy] = W' @ Z[oy]                          (M/group x nb*ow per output row)
+    weights    dW'^T += Z[oy] @ dY[oy]^T                     (accumulated in a K x M/group array)
+    data       dZ[oy] += W'^T @ dY[oy], then fold dZ into the bottom diff
+    Y and dY are laid out (oh, M, nb, ow), so moving them to / from the (nb, M, oh, ow) blobs
+    copies runs of ow values; the bias is added during that copy.
+    """
+
+    def __init__(self, xp, dtype, num, channels, in_spatial, num_output, geometry, group,
+                 out_spatial):
+        kernel, stride, pad, _ = geometry
+        self.xp, self.dtype, self.num = xp, np.dtype(dtype), num
+        self.group, self.m, self.mg = group, num_output, num_output // group
+        self.cg = channels // group
+        self.kh, self.kw = kernel
+        self.oh, self.ow = out_spatial
+        probe = RowIm2Col(channels, in_spatial, kernel, stride, pad, group, 1, dtype, xp,
+                          out_spatial)
+        self.nb = int(max(1, min(num, COL_BUFFER_ELEMENTS // max(probe.per_image(), 1))))
+        self.rows = RowIm2Col(channels, in_spatial, kernel, stride, pad, group, self.nb,
+                              dtype, xp, out_spatial)
+        self.k = self.rows.k
+        self.wt = xp.empty((group, self.mg, self.k), dtype=dtype)     # W' (group, Mg, K)
+        self.dwt = xp.empty((group, self.k, self.mg), dtype=dtype)    # dW'^T accumulator
+        self.fast = xp is np and can_accumulate(self.wt[0], self.wt[0].T, self.dwt[0])
+
+    def chunks(self):
+        for n0 in range(0, self.num, self.nb):
+            yield n0, min(n0 + self.nb, self.num)
+
+    def _weights(self, w):
+        g, mg, cg, kh, kw = self.group, self.mg, self.cg, self.kh, self.kw
+        self.wt.reshape(g, mg, kh, cg, kw)[...] = w.reshape(g, mg, cg, kh, kw) \
+            .transpose(0, 1, 3, 2, 4)
+        return self.wt
+
+    def _rows_layout(self, name, nb):
+        """Shared scratch of shape (oh, M, nb*ow) for Y or dY."""
+        size = self.oh * self.m * nb * self.ow
+        return scratch(self.xp, self.dtype, name, size).reshape(self.oh, self.m, nb * self.ow)
+
+    def forward(self, x, w, bias, y):
+        """y = W (*) x + b for x (num, C, H, W), y (num, M, oh, ow)."""
+        xp, wt = self.xp, self._weights(w)
+        for n0, n1 in self.chunks():
+            nb = n1 - n0
+            z = self.rows.build(x[n0:n1])
+            y3 = self._rows_layout("gemm", nb)
+            for g in range(self.group):
+                xp.matmul(wt[g], self.rows.row_views(z, g),
+                          out=y3[:, g * self.mg:(g + 1) * self.mg])
+            src = y3.reshape(self.oh, self.m, nb, self.ow).transpose(2, 1, 0, 3)
+            if bias is not None:
+                xp.add(src, bias.reshape(1, -1, 1, 1), out=y[n0:n1])
+            else:
+                y[n0:n1] = src
+
+    def backward(self, ydiff, x, w, dw, db, xdiff):
+        """db += sum ydiff; dW += ydiff (*) x; xdiff = W^T (*) ydiff (those not None)."""
+        xp = self.xp
+        if dw is None and xdiff is None:
+            if db is not None:
+                db += ydiff.sum(axis=(0, 2, 3))
+            return
+        wt = self._weights(w)
+        if dw is not None:
+            self.dwt[...] = 0
+        for n0, n1 in self.chunks():
+            nb = n1 - n0
+            dy3 = self._rows_layout("gemm", nb)
+            dy3.reshape(self.oh, self.m, nb, self.ow)[...] = ydiff[n0:n1].transpose(2, 1, 0, 3)
+            if db is not None:
+                db += dy3.sum(axis=2).sum(axis=0)
+            if dw is not None:
+                self._weight_grad(self.rows.build(x[n0:n1]), dy3)
+            if xdiff is not None:
+                self._data_grad(wt, dy3, xdiff[n0:n1])
+        if dw is not None:
+            g, mg, cg, kh, kw = self.group, self.mg, self.cg, self.kh, self.kw
+            dw.reshape(g, mg, cg, kh, kw)[...] += \
+                self.dwt.reshape(g, kh, cg, kw, mg).transpose(0, 4, 2, 1, 3)
+
+    def _weight_grad(self, z, dy3):
+        for g in range(self.group):
+            zr = self.rows.row_views(z, g)
+            dyg = dy3[:, g * self.mg:(g + 1) * self.mg]
+            if self.fast:
+                for oy in range(self.oh):
+                    gemm_accumulate(zr[oy], dyg[oy].T, self.dwt[g])
+            else:
+                tmp = self.xp.matmul(zr, dyg.transpose(0, 2, 1))
+                self.dwt[g] += tmp.sum(axis=0)
+
+    def _data_grad(self, wt, dy3, xdiff):
+        nb = xdiff.shape[0]
+        dz = scratch(self.xp, self.dtype, "col", self.rows.per_image() * nb)
+        dz = dz.reshape(self.rows._shape(nb))
+        dz[...] = 0
+        for g in range(self.group):
+            dyg = dy3[:, g * self.mg:(g + 1) * self.mg]
+            wtg = wt[g].T
+            for oy in range(self.oh):
+                block = self.rows.row_block(dz, g, oy)
+                if self.fast:
+                    gemm_accumulate(wtg, dyg[oy], block)
+                else:
+                    block += self.xp.matmul(wtg, dyg[oy])
+        self.rows.fold(dz, xdiff)
+
 
 class BaseConvolutionLayer(Layer):
     """Shared setup of Convolution and Deconvolution (Caffe's BaseConvolutionLayer)."""
@@ -260,36 +400,30 @@ class ConvolutionLayer(BaseConvolutionLayer):
         return conv_output_shape(in_spatial, *self.geometry)
 
     def make_engine(self, dtype, in_spatial, out_spatial):
+        if len(in_spatial) == 2 and self.geometry[3] == (1, 1):
+            return _RowConv(self.xp, dtype, self.num, self.channels, in_spatial,
+                            self.num_output, self.geometry, self.group, out_spatial)
         return _GemmConv(self.xp, dtype, self.num, (self.channels,) + tuple(in_spatial),
                          self.num_output, self.geometry, self.group, out_spatial)
 
     def forward(self, bottom, top):
-        eng, wg = self.engine, self._wg(self.blobs[0].data)
+        w = self.blobs[0].data
+        bias = self.blobs[1].data if self.bias_term else None
+        img = (self.num, self.channels) + self.in_spatial
+        out = (self.num, self.num_output) + self.out_spatial
         for b, t in zip(bottom, top):
-            x = b.data.reshape((self.num, self.channels) + self.in_spatial)
-            y = self._flat(t.data, self.num_output)
-            for n0, n1 in eng.chunks():
-                eng.to_col_side(eng.im2col(x, n0, n1), wg, y, n0, n1)
-            self._bias_forward(y)
+            self.engine.forward(b.data.reshape(img), w, bias, t.data.reshape(out))
 
     def backward(self, top, propagate_down, bottom):
-        eng, wg = self.engine, self._wg(self.blobs[0].data)
-        dwg = self._wg(self.blobs[0].diff) if self.param_propagate_down[0] else None
+        w = self.blobs[0].data
+        dw = self.blobs[0].diff if self.param_propagate_down[0] else None
+        db = self.blobs[1].diff if self.bias_term and self.param_propagate_down[1] else None
+        img = (self.num, self.channels) + self.in_spatial
+        out = (self.num, self.num_output) + self.out_spatial
         for i, (t, b) in enumerate(zip(top, bottom)):
-            ydiff = self._flat(t.diff, self.num_output)
-            self._bias_backward(ydiff)
             want_x = i < len(propagate_down) and propagate_down[i]
-            if dwg is None and not want_x:
-                continue
-            img_shape = (self.num, self.channels) + self.in_spatial
-            x = b.data.reshape(img_shape)
-            xdiff = b.diff.reshape(img_shape)
-            for n0, n1 in eng.chunks():
-                gm = eng.gather(ydiff, n0, n1)
-                if dwg is not None:
-                    eng.weight_grad(gm, eng.im2col(x, n0, n1), dwg)
-                if want_x:
-                    eng.to_image(gm, wg, xdiff, n0, n1)
+            self.engine.backward(t.diff.reshape(out), b.data.reshape(img), w, dw, db,
+                                 b.diff.reshape(img) if want_x else None)
 
 
 @register_layer("Deconvolution")

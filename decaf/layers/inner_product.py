@@ -5,40 +5,9 @@ weight is N x K (K x N with ``transpose``), Embed's is input_dim x num_output.
 """
 import numpy as np
 
+from ..blas import gemm_accumulate  # noqa: F401  (also imported from here by callers)
 from ..filler import fill
 from ..layer import Layer, register_layer
-
-try:  # BLAS with beta = 1 accumulates the weight gradient without a temporary
-    from scipy.linalg import blas as _blas
-except Exception:  # pragma: no cover - scipy is optional
-    _blas = None
-
-
-def gemm_accumulate(a, b, c):
-    """c += a @ b for 2-D arrays, in place (Caffe's gemm with beta = 1).
-
-    NumPy float32/float64 arrays go through BLAS ?gemm with beta = 1 (no temporary); other
-    arrays (CuPy) compute the product, then add it.
-    """
-    if (_blas is not None and type(c) is np.ndarray and c.flags.c_contiguous
-            and c.dtype in (np.float32, np.float64) and a.dtype == c.dtype and b.dtype == c.dtype):
-        gemm = _blas.sgemm if c.dtype == np.float32 else _blas.dgemm
-        # Row-major c (m x n) is column-major c^T, and c^T += b^T a^T. Hand BLAS each operand
-        # as a Fortran-ordered view, transposed by the flag where needed, so nothing is copied.
-        op_a, trans_a = (b.T, False) if b.T.flags.f_contiguous else (b, True)
-        op_b, trans_b = (a.T, False) if a.T.flags.f_contiguous else (a, True)
-        out = gemm(1.0, op_a, op_b, beta=1.0, c=c.T, trans_a=trans_a, trans_b=trans_b,
-                   overwrite_c=True)
-        if not np.shares_memory(out, c):  # pragma: no cover - BLAS worked on a copy
-            c[...] = out.T
-        return c
-    c += _array_module(c).matmul(a, b)
-    return c
-
-
-def _array_module(a):
-    from ..backend import get_array_module
-    return get_array_module(a)
 
 
 def _check_param_blobs(layer, shapes):

@@ -6,6 +6,16 @@ normalize_layer.cpp, permute_layer.cpp, prior_box_layer.cpp, detection_output_la
 util/bbox_util.cpp (DecodeBBox, JaccardOverlap, ApplyNMSFast), with their parameter messages at
 SSD's LayerParameter field numbers (norm_param 206, permute_param 202, prior_box_param 203,
 detection_output_param 204).
+
+Where decaf departs from SSD's code, on purpose:
+- Normalize backward with channel_shared: false. SSD computes
+  bottom_diff = scale_c * (top_diff - x * sum_c(x * top_diff) / norm^2) / norm, which leaves the
+  per-channel scale out of the inner sum and so is not the gradient of its forward unless all
+  scales are equal. decaf returns the gradient: with g = scale_c * top_diff,
+  bottom_diff = (g - x * sum_c(x * g) / norm^2) / norm (identical to SSD for channel_shared).
+- DetectionOutput with share_location and background_label_id -1: SSD's DecodeBBoxesAll skips
+  the shared label -1 (it equals the background id) and then aborts; decaf decodes and detects.
+- DetectionOutput's save_output_param (writing VOC/COCO files) is refused; visualize is ignored.
 """
 import math
 import warnings
@@ -30,9 +40,11 @@ def _legacy_nchw(layer, blob, what="bottom[0]"):
 
 @register_layer("Normalize")
 class NormalizeLayer(Layer):
-    """Normalize: top = scale * bottom / sqrt(sum bottom^2 + eps), the sum over (C, H, W) per item
-    (across_spatial) or over C per position; scale is one learned value (channel_shared) or one
-    per channel. bottom diff = scale * (top_diff - bottom * <bottom, top_diff> / norm^2) / norm."""
+    """Normalize: top = scale * bottom / norm, norm = sqrt(sum bottom^2 + eps), the sum over
+    (C, H, W) per item (across_spatial) or over C per position; scale is one learned value
+    (channel_shared) or one per channel. With g = scale * top_diff:
+    bottom diff = (g - bottom * <bottom, g> / norm^2) / norm;
+    scale diff += sum(top_diff * bottom / norm)."""
 
     exact_num_bottom = 1
     exact_num_top = 1
@@ -110,14 +122,17 @@ class NormalizeLayer(Layer):
             else:
                 sd += self.buf.sum(axis=(0, 2)).reshape(sd.shape)
         if propagate_down[0]:
+            # g = scale * top_diff; bottom_diff = (g - bottom * <bottom, g> / norm^2) / norm.
+            # SSD applies the scale after the bracket instead, which is the same for a shared
+            # scale but not the gradient for per-channel scales (see the module docstring).
             dx = bottom[0].diff.reshape(self.shape3)
-            xp.multiply(x, dy, out=self.buf)
+            xp.multiply(dy, self._scale(), out=dx)
+            xp.multiply(x, dx, out=self.buf)
             a = self.buf.sum(axis=axes, keepdims=True)
             a /= self.norm * self.norm
-            xp.multiply(x, a, out=dx)
-            xp.subtract(dy, dx, out=dx)
+            xp.multiply(x, a, out=self.buf)
+            dx -= self.buf
             dx /= self.norm
-            dx *= self._scale()
 
 
 # -- Permute ---------------------------------------------------------------------------------------
@@ -347,9 +362,10 @@ def _bbox_size(boxes):
 
 
 def _jaccard(box, area, boxes, areas):
-    """SSD's JaccardOverlap of one box with many: intersection / union, 0 when disjoint."""
-    iw = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0])
-    ih = np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1])
+    """SSD's JaccardOverlap of boxes (..., 4) with boxes (M, 4): intersection / union, 0 when
+    they do not overlap (``box`` (4,) gives (M,), ``box`` (K, 1, 4) gives (K, M))."""
+    iw = np.minimum(box[..., 2], boxes[:, 2]) - np.maximum(box[..., 0], boxes[:, 0])
+    ih = np.minimum(box[..., 3], boxes[:, 3]) - np.maximum(box[..., 1], boxes[:, 1])
     inter = iw * ih
     ok = (iw > 0) & (ih > 0)
     out = np.zeros_like(inter)
@@ -368,6 +384,8 @@ def apply_nms_fast(boxes, scores, score_threshold, nms_threshold, eta, top_k):
         order = order[:top_k]
     b = boxes[order]
     areas = _bbox_size(b)
+    # all pairwise overlaps at once when they are few (top_k is 400 in SSD's deploy nets)
+    table = _jaccard(b[:, None, :], areas[:, None], b, areas) if len(b) <= 2048 else None
     max_overlap = np.zeros(len(order), boxes.dtype)
     threshold = np.float32(nms_threshold)
     kept, pos = [], 0
@@ -378,8 +396,9 @@ def apply_nms_fast(boxes, scores, score_threshold, nms_threshold, eta, top_k):
             break
         kept.append(j)
         rest = slice(j + 1, None)
-        max_overlap[rest] = np.maximum(max_overlap[rest],
-                                       _jaccard(b[j], areas[j], b[rest], areas[rest]))
+        overlap = table[j, rest] if table is not None else \
+            _jaccard(b[j], areas[j], b[rest], areas[rest])
+        np.maximum(max_overlap[rest], overlap, out=max_overlap[rest])
         if eta < 1 and threshold > 0.5:
             threshold = np.float32(threshold * np.float32(eta))
         pos = j + 1
@@ -449,9 +468,6 @@ class DetectionOutputLayer(Layer):
         if prior.channels < 2:
             self.error("bottom[2] (priors) must hold boxes and variances: shape (1, 2, P*4), "
                        "got %s" % (prior.shape,))
-        if self.background_label_id >= self.num_classes:
-            self.error("background_label_id %d must be less than num_classes %d"
-                       % (self.background_label_id, self.num_classes))
         top[0].reshape(1, 1, 1, 7)
 
     def _inputs(self, bottom):

@@ -12,7 +12,6 @@ with h5py, not pandas) holds the datasets ``filename``, ``window`` and ``predict
 """
 import argparse
 import csv
-import os
 import sys
 import time
 from collections import OrderedDict

@@ -1,0 +1,61 @@
+"""GEMM helpers shared by the layers: Caffe's ``caffe_cpu_gemm`` with ``beta = 1``.
+
+NumPy's ``matmul`` always overwrites its output (BLAS ``beta = 0``). Caffe accumulates parameter
+gradients with ``beta = 1``; doing that as ``c += a @ b`` costs a temporary and an extra pass over
+``c``. When SciPy is installed its BLAS wrappers take ``beta`` and write into ``c`` in place, so
+the accumulation is one BLAS call with no temporary; without SciPy (or for CuPy arrays) the
+product is computed and added.
+"""
+import numpy as np
+
+try:  # BLAS with beta = 1 accumulates without a temporary
+    from scipy.linalg import blas as _blas
+except Exception:  # pragma: no cover - scipy is optional
+    _blas = None
+
+HAVE_BETA_GEMM = _blas is not None
+
+
+def _f_operand(m):
+    """``m`` as a Fortran-ordered operand for BLAS: (array, transposed flag), or None."""
+    if m.T.flags.f_contiguous:      # m is C-contiguous: m^T is the Fortran array, transposed
+        return m.T, False
+    if m.flags.f_contiguous:
+        return m, True
+    return None
+
+
+def can_accumulate(a, b, c):
+    """True when ``gemm_accumulate(a, b, c)`` runs as a single in-place BLAS call."""
+    return (_blas is not None and type(c) is np.ndarray and c.flags.c_contiguous
+            and c.dtype in (np.float32, np.float64) and a.dtype == c.dtype
+            and b.dtype == c.dtype and c.size > 0
+            and (a.flags.c_contiguous or a.flags.f_contiguous)
+            and (b.flags.c_contiguous or b.flags.f_contiguous))
+
+
+def gemm_accumulate(a, b, c):
+    """c += a @ b for 2-D arrays, in place (Caffe's gemm with beta = 1).
+
+    NumPy float32/float64 arrays go through BLAS ?gemm with beta = 1 (no temporary); other
+    arrays (CuPy, odd strides) compute the product, then add it.
+    """
+    if can_accumulate(a, b, c):
+        gemm = _blas.sgemm if c.dtype == np.float32 else _blas.dgemm
+        # Row-major c (m x n) is column-major c^T, and c^T += b^T a^T. Hand BLAS each operand
+        # as a Fortran-ordered view, transposed by the flag where needed, so nothing is copied.
+        op_a, trans_a = _f_operand(b)
+        op_b, trans_b = _f_operand(a)
+        out = gemm(1.0, op_a, op_b, beta=1.0, c=c.T, trans_a=trans_a, trans_b=trans_b,
+                   overwrite_c=True)
+        if not np.shares_memory(out, c):  # pragma: no cover - BLAS worked on a copy
+            c[...] = out.T
+        return c
+    xp = _array_module(c)
+    c += xp.matmul(a, b)
+    return c
+
+
+def _array_module(a):
+    from .backend import get_array_module
+    return get_array_module(a)
