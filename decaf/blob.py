@@ -176,19 +176,34 @@ class Blob:
         dest[...] = self._xp.asarray(np.asarray(values, dtype=self._dtype).reshape(self._shape))
 
     def to_proto(self, write_diff=False):
+        """A BlobProto with ``shape`` and float ``data`` (``double_data`` for float64 blobs)."""
         from .proto import caffe_pb2
         proto = caffe_pb2.BlobProto()
         proto.shape.dim.extend(self._shape)
         double = self._dtype == np.float64
-        data = backend.to_numpy(self._data).ravel()
-        (proto.double_data if double else proto.data).extend(data.tolist())
+        chunks = [_packed_field(8 if double else 5, self._data, double)]
         if write_diff:
-            diff = backend.to_numpy(self._diff).ravel()
-            (proto.double_diff if double else proto.diff).extend(diff.tolist())
+            chunks.append(_packed_field(9 if double else 6, self._diff, double))
+        proto.MergeFromString(b"".join(chunks))
         return proto
 
     def __repr__(self):
         return "Blob(shape=%s, dtype=%s)" % (self._shape, self._dtype)
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _packed_field(number, array, double):
+    """The wire bytes of a packed repeated float/double field: one copy, no Python floats."""
+    payload = backend.to_numpy(array).astype("<f8" if double else "<f4").tobytes()
+    return _varint((number << 3) | 2) + _varint(len(payload)) + payload
 
 
 def proto_shape(proto):

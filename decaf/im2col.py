@@ -198,19 +198,25 @@ class RowIm2Col:
     """Width-only im2col for 2-D convolution: one GEMM per output row, no full column buffer.
 
     For a chunk of ``nb`` images (n, C, H, W) and kernel (kh, kw), stride (sh, sw), pad (ph, pw),
-    the buffer ``z`` of shape (group, Hu, C/group, kw, nb, ow) holds
+    the buffer ``z`` holds, for the Hu = (oh-1)*sh + kh padded rows that windows read,
 
-        z[g, h, c, j, n, ox] = x[n, g*C/group + c, h - ph, ox*sw + j - pw]   (0 outside the image)
+        z[g, h, c, j, q] = x[n, g*C/group + c, h - ph, ox*sw + j - pw]   (0 outside the image)
 
-    for the Hu = (oh-1)*sh + kh padded rows that windows read. Its rows h .. h+kh are one
-    contiguous block, so the columns of output row ``oy`` are the (kh*C/group*kw) x (nb*ow) matrix
-    ``z[g, oy*sh : oy*sh + kh]`` (rows ordered (i, c, j)): a strided *view*, one per output row,
-    handed to BLAS directly.  The buffer is kw times the input, not kh*kw times as a full column
-    buffer would be; building and folding it are kw copies with inner runs of ow.
+    where the column q stands for (n, ox) (``batch_inner=False``: q = n*ow + ox) or (ox, n)
+    (``batch_inner=True``: q = ox*nb + n).  The rows h .. h+kh of z are one contiguous block, so
+    the columns of output row ``oy`` are the (kh*C/group*kw) x (nb*ow) matrix
+    ``z[g, oy*sh : oy*sh + kh]`` (rows ordered (i, c, j)): a strided *view* per output row,
+    handed to BLAS directly.  z is kw times the input, not kh*kw times as a full column buffer.
+
+    Layouts: with ox innermost, building z copies runs of ow values straight from x; with the
+    batch innermost the image is first transposed to (C, H, W, n) (one pass), after which every
+    copy and fold moves runs of ow*nb values.  The GEMM results (oh, M, q) go back to the
+    (n, M, oh, ow) blobs with runs of ow, or of single values for batch_inner.  Which is cheaper
+    depends on the sizes (the engine picks).
     """
 
     def __init__(self, channels, spatial, kernel, stride, pad, group, nb, dtype, xp=np,
-                 out_spatial=None):
+                 out_spatial=None, batch_inner=False):
         self.channels, self.group = int(channels), int(group)
         self.cg = self.channels // self.group
         (self.h, self.w), (self.kh, self.kw) = tuple(spatial), tuple(kernel)
@@ -221,6 +227,7 @@ class RowIm2Col:
         self.hu = (self.oh - 1) * self.sh + self.kh
         self.k = self.kh * self.cg * self.kw
         self.nb, self.xp, self.dtype = int(nb), xp, np.dtype(dtype)
+        self.batch_inner = bool(batch_inner)
         # padded rows [r0, r1) of z hold image rows [r0 - ph, r1 - ph)
         self.r0, self.r1 = min(self.ph, self.hu), min(self.ph + self.h, self.hu)
         # per kernel column j: the output columns [lo, hi) that read inside the image, and the
@@ -231,30 +238,45 @@ class RowIm2Col:
             hi = min(self.ow, (self.w - 1 + self.pw - j) // self.sw + 1)
             if hi > lo and self.r1 > self.r0:
                 self.cols.append((j, lo, hi, lo * self.sw + j - self.pw))
-        self._z = None
-        self._z_nb = None
+        # batch_inner: the zero-bordered image (C, Hz, Wz, nb), its interior rewritten per chunk
+        self.wz = max(self.w + self.pw, (self.ow - 1) * self.sw + self.kw)
+        self.hz = max(self.h + self.ph, self.hu)
+        self._z = self._z_nb = None
+        self._img = self._img_nb = None
 
     def per_image(self):
         """Elements of ``z`` per image."""
         return self.group * self.hu * self.cg * self.kw * self.ow
 
     def _shape(self, nb):
-        return (self.group, self.hu, self.cg, self.kw, nb, self.ow)
+        last = (self.ow, nb) if self.batch_inner else (nb, self.ow)
+        return (self.group, self.hu, self.cg, self.kw) + last
 
-    def zeros(self, nb):
-        """A zero-filled array laid out like ``z`` for ``nb`` images (for diffs)."""
-        return self.xp.zeros(self._shape(nb), dtype=self.dtype)
+    def _grow(self, attr, nb, per_image):
+        """A flat buffer with room for ``nb`` images; cleared whenever ``nb`` changes (the zero
+        border cells sit elsewhere then)."""
+        buf, have = getattr(self, attr), getattr(self, attr + "_nb")
+        size = per_image * nb
+        if buf is None or buf.size < size:
+            buf = self.xp.zeros(per_image * max(nb, self.nb), dtype=self.dtype)
+            setattr(self, attr, buf)
+            have = None
+        if have != nb:
+            buf[:size] = 0
+            setattr(self, attr + "_nb", nb)
+        return buf[:size]
 
     def buffer(self, nb):
-        """The column buffer for ``nb`` images; its zero border is kept between builds."""
-        size = self.per_image() * nb
-        if self._z is None or self._z.size < size:
-            self._z = self.xp.zeros(self.per_image() * self.nb, dtype=self.dtype)
-            self._z_nb = None
-        if self._z_nb != nb:   # new layout: the border cells moved, clear them all
-            self._z[:size] = 0
-            self._z_nb = nb
-        return self._z[:size].reshape(self._shape(nb))
+        """The column buffer for ``nb`` images; its zero cells are kept between builds."""
+        return self._grow("_z", nb, self.per_image()).reshape(self._shape(nb))
+
+    def _image(self, nb):
+        """batch_inner: the zero-bordered transposed image (C, Hz, Wz, nb)."""
+        flat = self._grow("_img", nb, self.channels * self.hz * self.wz)
+        return flat.reshape(self.channels, self.hz, self.wz, nb)
+
+    def _interior(self, img):
+        return img[:, self.ph:self.ph + self.h, self.pw:self.pw + self.w]
 
     def _image_view(self, img, j, lo, hi, w0):
         """img[:, :, rows, cols of kernel column j] as (group, rows, C/group, nb, cols)."""
@@ -264,32 +286,82 @@ class RowIm2Col:
         return v.reshape(nb, self.group, self.cg, self.r1 - self.r0, hi - lo) \
             .transpose(1, 3, 2, 0, 4)
 
+    def _columns(self, img, j):
+        """batch_inner: padded image columns of kernel column j, as (G, Hu, Cg, ow, nb)."""
+        nb = img.shape[3]
+        v = img[:, :self.hu, j:j + self.sw * (self.ow - 1) + 1:self.sw]
+        return v.reshape(self.group, self.cg, self.hu, self.ow, nb).transpose(0, 2, 1, 3, 4)
+
     def build(self, x):
         """Fill the buffer from ``x`` (nb, C, H, W); return it."""
-        z = self.buffer(x.shape[0])
+        nb = x.shape[0]
+        z = self.buffer(nb)
+        if self.batch_inner:
+            img = self._image(nb)
+            self._interior(img)[...] = x.transpose(1, 2, 3, 0)
+            for j in range(self.kw):
+                z[:, :, :, j] = self._columns(img, j)
+            return z
         for j, lo, hi, w0 in self.cols:
             z[:, self.r0:self.r1, :, j, :, lo:hi] = self._image_view(x, j, lo, hi, w0)
         return z
 
     def fold(self, dz, dx):
         """The adjoint of ``build``: overwrite ``dx`` (nb, C, H, W) with the sums of ``dz``."""
+        xp = self.xp
+        if self.batch_inner:
+            nb = dx.shape[0]
+            size = self.channels * self.hz * self.wz * nb
+            img = self._fold_buffer(size).reshape(self.channels, self.hz, self.wz, nb)
+            img[...] = 0
+            for j in range(self.kw):
+                dst = self._columns(img, j)
+                xp.add(dst, dz[:, :, :, j], out=dst)
+            dx[...] = self._interior(img).transpose(3, 0, 1, 2)
+            return dx
         dx[...] = 0
         for j, lo, hi, w0 in self.cols:
             dst = self._image_view(dx, j, lo, hi, w0)
-            self.xp.add(dst, dz[:, self.r0:self.r1, :, j, :, lo:hi], out=dst)
+            xp.add(dst, dz[:, self.r0:self.r1, :, j, :, lo:hi], out=dst)
         return dx
+
+    def _fold_buffer(self, size):
+        buf = getattr(self, "_fold", None)
+        if buf is None or buf.size < size:
+            buf = self._fold = self.xp.empty(size, dtype=self.dtype)
+        return buf[:size]
+
+    def to_image_order(self, y3, out, bias=None):
+        """out (nb, M, oh, ow) = GEMM result y3 (oh, M, q) reordered (+ bias per channel)."""
+        nb = out.shape[0]
+        m = y3.shape[1]
+        if self.batch_inner:
+            src = y3.reshape(self.oh, m, self.ow, nb).transpose(3, 1, 0, 2)
+        else:
+            src = y3.reshape(self.oh, m, nb, self.ow).transpose(2, 1, 0, 3)
+        if bias is not None:
+            self.xp.add(src, bias.reshape(1, -1, 1, 1), out=out)
+        else:
+            out[...] = src
+
+    def to_row_order(self, y, y3):
+        """y3 (oh, M, q) = y (nb, M, oh, ow) reordered (the inverse of ``to_image_order``)."""
+        nb, m = y.shape[:2]
+        if self.batch_inner:
+            y3.reshape(self.oh, m, self.ow, nb)[...] = y.transpose(2, 1, 3, 0)
+        else:
+            y3.reshape(self.oh, m, nb, self.ow)[...] = y.transpose(2, 1, 0, 3)
 
     def row_views(self, z, g):
         """(oh, K, nb*ow) strided view: entry oy is the column matrix of output row oy."""
         zg = z[g]
-        nb = z.shape[4]
+        q = z.shape[4] * z.shape[5]
         it = zg.itemsize
-        q = nb * self.ow
         shape = (self.oh, self.k, q)
         strides = (self.sh * self.cg * self.kw * q * it, q * it, it)
         return _as_strided(self.xp, zg, shape, strides)
 
     def row_block(self, dz, g, oy):
         """The contiguous (K, nb*ow) block of ``dz`` that output row ``oy`` reads."""
-        nb = dz.shape[4]
-        return dz[g, oy * self.sh:oy * self.sh + self.kh].reshape(self.k, nb * self.ow)
+        q = dz.shape[4] * dz.shape[5]
+        return dz[g, oy * self.sh:oy * self.sh + self.kh].reshape(self.k, q)

@@ -169,7 +169,7 @@ def test_snapshot_then_stop(signal_dir):
     assert last < MAX_ITER - 1
 
 
-# -- SIGKILL while snapshots are written ------------------------------------------------------------
+# -- SIGKILL while snapshots are written -------------------------------------------------------
 
 CRASH_NET = """
 name: "CrashNet"

@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from decaf import backend, glog as log, solvers
-from decaf.errors import SolverError
+from decaf import backend, glog as log
 from decaf.proto import caffe_pb2
 from decaf.solver import get_solver
 from decaf.testing.golden import chdir, require_golden
@@ -146,7 +145,8 @@ max_iter: 250
 
 
 @pytest.mark.parametrize("policy,want", [
-    ("step", ["lr at iteration 250 (max_iter): 0.0001", "steps at: 100 (-> 0.001), 200 (-> 0.0001)"]),
+    ("step", ["lr at iteration 250 (max_iter): 0.0001",
+              "steps at: 100 (-> 0.001), 200 (-> 0.0001)"]),
     ("poly", ["lr at iteration 250 (max_iter): 0", "the rate changes at every iteration (poly)"]),
     ("sigmoid", ["midpoint (lr = base_lr / 2) at iteration stepsize = 100"]),
 ])

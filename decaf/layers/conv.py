@@ -18,6 +18,9 @@ from ..errors import ShapeMismatchError
 
 # Largest column buffer (in elements) built at once; bigger batches are processed in chunks.
 COL_BUFFER_ELEMENTS = 1 << 24
+# The width-only buffer of 2-D convolutions is kept about cache-sized: its chunks of images are
+# built and read by BLAS while they are still in cache (same total work, fewer memory trips).
+ROW_BUFFER_ELEMENTS = 1 << 20
 
 # Column and GEMM scratch arrays live only within one forward/backward call, so all layers of a
 # thread share them (as one workspace), instead of each layer keeping its own.
@@ -195,9 +198,16 @@ class _RowConv:
         self.oh, self.ow = out_spatial
         probe = RowIm2Col(channels, in_spatial, kernel, stride, pad, group, 1, dtype, xp,
                           out_spatial)
-        self.nb = int(max(1, min(num, COL_BUFFER_ELEMENTS // max(probe.per_image(), 1))))
+        limit = min(COL_BUFFER_ELEMENTS, ROW_BUFFER_ELEMENTS)
+        most = int(max(1, min(num, limit // max(probe.per_image(), 1))))
+        chunks = -(-num // most)
+        self.nb = -(-num // chunks)          # equal chunks (the last one at most smaller)
+        # batch innermost unless the top is much larger than the bottom (then moving the GEMM
+        # results to the blob one value at a time would cost more than it saves)
+        in_count = channels * in_spatial[0] * in_spatial[1]
+        batch_inner = num_output * self.oh * self.ow <= 4 * in_count and self.nb > 1
         self.rows = RowIm2Col(channels, in_spatial, kernel, stride, pad, group, self.nb,
-                              dtype, xp, out_spatial)
+                              dtype, xp, out_spatial, batch_inner=batch_inner)
         self.k = self.rows.k
         self.wt = xp.empty((group, self.mg, self.k), dtype=dtype)     # W' (group, Mg, K)
         self.dwt = xp.empty((group, self.k, self.mg), dtype=dtype)    # dW'^T accumulator
@@ -228,11 +238,7 @@ class _RowConv:
             for g in range(self.group):
                 xp.matmul(wt[g], self.rows.row_views(z, g),
                           out=y3[:, g * self.mg:(g + 1) * self.mg])
-            src = y3.reshape(self.oh, self.m, nb, self.ow).transpose(2, 1, 0, 3)
-            if bias is not None:
-                xp.add(src, bias.reshape(1, -1, 1, 1), out=y[n0:n1])
-            else:
-                y[n0:n1] = src
+            self.rows.to_image_order(y3, y[n0:n1], bias)
 
     def backward(self, ydiff, x, w, dw, db, xdiff):
         """db += sum ydiff; dW += ydiff (*) x; xdiff = W^T (*) ydiff (those not None)."""
@@ -247,7 +253,7 @@ class _RowConv:
         for n0, n1 in self.chunks():
             nb = n1 - n0
             dy3 = self._rows_layout("gemm", nb)
-            dy3.reshape(self.oh, self.m, nb, self.ow)[...] = ydiff[n0:n1].transpose(2, 1, 0, 3)
+            self.rows.to_row_order(ydiff[n0:n1], dy3)
             if db is not None:
                 db += dy3.sum(axis=2).sum(axis=0)
             if dw is not None:

@@ -246,8 +246,8 @@ def feed_inputs(net, path):
     return []
 
 
-SPEC = {"weights": "", "snapshot": "", "inputs": "", "level": 0, "stage": "", "gpu": "", "verbose": False,
-        "help": False}
+SPEC = {"weights": "", "snapshot": "", "inputs": "", "level": 0, "stage": "", "gpu": "",
+        "verbose": False, "help": False}
 
 
 def _run(argv):

@@ -104,7 +104,7 @@ def normalise(images):
 
 def train(args, lam, train_x, train_y, test_x, test_y):
     """Train one net; returns (features, predictions, results dict)."""
-    widths = args.widths or ((8, 16, 32) if args.quick else (32, 64, 128))
+    widths = args.widths or ((16, 32, 64) if args.quick else (32, 64, 128))
     tag = "lambda_%g" % lam
     net_param = lenet_pp(args.batch, widths, lam, args.center_lr_mult)
     deploy = lenet_pp(args.test_batch, widths, train=False)
@@ -181,28 +181,29 @@ def plot(feats, labels, res, path):
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--iters", type=int, default=None,
-                    help="training iterations per net (full: 4000, quick: 300)")
+                    help="training iterations per net (full: 6000, quick: 1000)")
     ap.add_argument("--out", default="center_loss_out", help="output directory")
     ap.add_argument("--quick", action="store_true",
-                    help="reduced form for CI: narrower net, 12k training / 2k test images")
+                    help="reduced form for CI: narrower net, 12k training / 2k test images, "
+                    "lambda 0 and 0.05")
     ap.add_argument("--lambdas", type=float, nargs="+", default=None,
                     help="center loss weights; 0 = softmax only (default: 0 0.003 0.01)")
-    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=None, help="full: 64, quick: 32")
     ap.add_argument("--test-batch", type=int, default=500)
     ap.add_argument("--base-lr", type=float, default=0.01)
     ap.add_argument("--center-lr-mult", type=float, default=1.0,
                     help="lr_mult of the centres (caffe-face's mnist_example: 1)")
     ap.add_argument("--solver", default="SGD", help="solver type (caffe-face: SGD)")
     ap.add_argument("--widths", type=int, nargs=3, default=None,
-                    help="conv widths (full: 32 64 128, quick: 8 16 32)")
+                    help="conv widths (full: 32 64 128, quick: 16 32 64)")
     ap.add_argument("--seed", type=int, default=1701)
     args = ap.parse_args(argv)
     if args.iters is None:
-        args.iters = 300 if args.quick else 4000
+        args.iters = 1000 if args.quick else 6000
     if args.batch is None:
-        args.batch = 64 if args.quick else 128
-    if args.lambdas is None:
-        args.lambdas = [0.0, 0.01] if args.quick else [0.0, 0.003, 0.01]
+        args.batch = 32 if args.quick else 64
+    if args.lambdas is None:   # the short quick run needs a stronger pull to show it
+        args.lambdas = [0.0, 0.05] if args.quick else [0.0, 0.003, 0.01]
     return args
 
 
