@@ -214,14 +214,15 @@ class Yolov3LossLayer(_YoloBase):
             self.error("bad truth rows in bottom %s: %s" % (self._bname(1), "; ".join(problems)))
         return tr, valid
 
-    def build_targets(self, z, out, boxes, tr, valid):
+    def build_targets(self, z, boxes, tr, valid):
         """Targets and per-entry weights (scales), shaped like z; weight 0: no term."""
         xp = self.xp
         tgt = xp.zeros(z.shape, dtype=np.float64)
         wgt = xp.zeros(z.shape, dtype=np.float64)
         # 1) every prediction: objectness 0, ignored above ignore_thresh
-        iou = box_iou(boxes[..., None, :], tr[:, None, None, None, :, :4], xp)  # N,A,H,W,T
-        iou = xp.where(valid[:, None, None, None, :], iou, 0)
+        used = max(int(valid.sum(axis=1).max()), 1)   # the valid rows are a prefix
+        iou = box_iou(boxes[..., None, :], tr[:, None, None, None, :used, :4], xp)  # N,A,H,W,T
+        iou = xp.where(valid[:, None, None, None, :used], iou, 0)
         best_iou, best_t = iou.max(axis=-1), iou.argmax(axis=-1)
         wgt[:, :, 4] = best_iou <= self.ignore_thresh
         self.stats["best_iou"] = best_iou
@@ -230,7 +231,12 @@ class Yolov3LossLayer(_YoloBase):
         if b.size:
             rows = tr[b, best_t[b, a, j, i]]
             self._set_positive(tgt, wgt, b, a, j, i, rows, xp.asarray(self.mask)[a])
-        # 2) every truth: the best anchor by shape, if it is one of ours
+        self._assign_truths(tgt, wgt, boxes, tr, valid)
+        return tgt, wgt
+
+    def _assign_truths(self, tgt, wgt, boxes, tr, valid):
+        """2) every truth: the best anchor by shape (over all num), if it is in the mask."""
+        xp = self.xp
         b, t = xp.nonzero(valid)
         rows = tr[b, t]
         anc = xp.asarray(self.anchors) / xp.asarray([self.net_w, self.net_h], np.float64)
@@ -254,7 +260,6 @@ class Yolov3LossLayer(_YoloBase):
         tgt[b, a, 5 + rows[:, 4].astype(np.int64), j, i] = 1   # union of the classes
         self.stats.update(count=int(b.size),
                           iou=box_iou(boxes[b, a, j, i], rows[:, :4], xp) if b.size else None)
-        return tgt, wgt
 
     def _set_positive(self, tgt, wgt, b, a, j, i, rows, anchor):
         self._set_box(tgt, wgt, b, a, j, i, rows, anchor)
@@ -281,10 +286,10 @@ class Yolov3LossLayer(_YoloBase):
         z = bottom[0].data.reshape(self.shape5)
         out, boxes = self.decode(z)
         tr, valid = self.read_truths(bottom[1])
-        tgt, wgt = self.build_targets(z, out, boxes, tr, valid)
+        tgt, wgt = self.build_targets(z, boxes, tr, valid)
         diff = wgt * (out - tgt)            # out holds sigmoid(t) (raw t for w, h)
         lin = slice(2, 4)
-        # logistic entries: s (softplus(t) - target t + target log target + (1-target) log(1-target))
+        # logistic entries: s (softplus(t) - tg t + tg log tg + (1 - tg) log(1 - tg)), tg: target
         zz = z.astype(np.float64)
         bce = xp.maximum(zz, 0) + xp.log1p(xp.exp(-xp.abs(zz))) - tgt * zz
         inside = (tgt > 0) & (tgt < 1)

@@ -181,7 +181,7 @@ def plot(feats, labels, res, path):
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--iters", type=int, default=None,
-                    help="training iterations per net (full: 6000, quick: 1000)")
+                    help="training iterations per net (full: 6000, quick: 2000)")
     ap.add_argument("--out", default="center_loss_out", help="output directory")
     ap.add_argument("--quick", action="store_true",
                     help="reduced form for CI: narrower net, 12k training / 2k test images, "
@@ -199,7 +199,7 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=1701)
     args = ap.parse_args(argv)
     if args.iters is None:
-        args.iters = 1000 if args.quick else 6000
+        args.iters = 2000 if args.quick else 6000
     if args.batch is None:
         args.batch = 32 if args.quick else 64
     if args.lambdas is None:   # the short quick run needs a stronger pull to show it

@@ -50,7 +50,7 @@ def test_center_loss_tightens_features(tmp_path):
         assert_png(r["plot"])
     net = read_net(tmp_path / ("train_lambda_%g.prototxt" % center["lam"]))
     cl = [l for l in net.layer if l.type == "CenterLoss"][0]
-    assert list(cl.loss_weight) == [center["lam"]] and cl.param[0].decay_mult == 0
+    assert list(cl.loss_weight) == [pytest.approx(center["lam"])] and cl.param[0].decay_mult == 0
     assert "intra/inter" in stdout
 
 

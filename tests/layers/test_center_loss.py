@@ -127,24 +127,29 @@ def test_centre_diff_accumulates():
     np.testing.assert_allclose(layer.blobs[0].diff, [[10 - 0.5, 10]])
 
 
-def test_solver_moves_centres_towards_class_means(tmp_path):
-    from decaf.net import Net
+def test_solver_moves_centres_towards_class_means():
+    import decaf
     net_text = """
     layer { name: "in" type: "Input" top: "x" top: "y"
             input_param { shape { dim: 4 dim: 2 } shape { dim: 4 } } }
     layer { name: "cl" type: "CenterLoss" bottom: "x" bottom: "y" top: "loss"
+            loss_weight: 0.001
             param { lr_mult: 0.5 decay_mult: 0 }
             center_loss_param { num_output: 2 center_filler { type: "constant" value: 0 } } }
     """
-    net = Net(_parse(net_text), caffe_pb2.TRAIN)
+    sp = caffe_pb2.SolverParameter(type="SGD", base_lr=1.0, lr_policy="fixed", max_iter=200,
+                                   display=0, snapshot_after_train=False)
+    sp.net_param.CopyFrom(_parse(net_text))
+    solver = decaf.get_solver(sp)
+    net = solver.net
     net.blobs["x"].data[...] = [[2, 0], [4, 0], [0, 3], [0, 3]]
     net.blobs["y"].data[...] = [0, 0, 1, 1]
-    for _ in range(200):
-        net.clear_param_diffs()
-        net.forward_backward()
-        c = net.params["cl"][0]
-        c.data[...] -= 0.5 * c.diff          # SGD, lr 1 x lr_mult 0.5, no momentum
-    np.testing.assert_allclose(net.params["cl"][0].data, [[3, 0], [0, 3]], atol=1e-6)
+    solver.step(1)
+    # one SGD step, lr 1 x lr_mult 0.5, not scaled by the loss weight 0.001:
+    # c0 -= 0.5 (2 (0 - 3)) / 3 -> (1, 0);  c1 -= 0.5 (2 (0 - (0, 3))) / 3 -> (0, 1)
+    np.testing.assert_allclose(net.params["cl"][0].data, [[1, 0], [0, 1]], rtol=1e-6)
+    solver.step(100)
+    np.testing.assert_allclose(net.params["cl"][0].data, [[3, 0], [0, 3]], atol=1e-5)
 
 
 def _parse(text):
