@@ -5,14 +5,36 @@ gradients with ``beta = 1``; doing that as ``c += a @ b`` costs a temporary and 
 ``c``. When SciPy is installed its BLAS wrappers take ``beta`` and write into ``c`` in place, so
 the accumulation is one BLAS call with no temporary; without SciPy (or for CuPy arrays) the
 product is computed and added.
+
+SciPy ships its own OpenBLAS, with its own thread pool.  When BLAS runs multi-threaded, two pools
+of spinning threads on the same cores slow every call down many times over, so SciPy's BLAS is
+used only when OpenBLAS is configured for one thread (OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS or
+OMP_NUM_THREADS = 1, read in OpenBLAS's order, or a single CPU); otherwise everything goes
+through NumPy's BLAS.
 """
+import os
+
 import numpy as np
 
 try:  # BLAS with beta = 1 accumulates without a temporary
-    from scipy.linalg import blas as _blas
+    from scipy.linalg import blas as _scipy_blas
 except Exception:  # pragma: no cover - scipy is optional
-    _blas = None
+    _scipy_blas = None
 
+
+def blas_threads():
+    """The thread count OpenBLAS takes from the environment (all CPUs when unset)."""
+    for var in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"):
+        try:
+            n = int(os.environ.get(var, "0"))
+        except ValueError:
+            n = 0
+        if n > 0:
+            return n
+    return os.cpu_count() or 1
+
+
+_blas = _scipy_blas if blas_threads() == 1 else None
 HAVE_BETA_GEMM = _blas is not None
 
 
@@ -59,3 +81,22 @@ def gemm_accumulate(a, b, c):
 def _array_module(a):
     from .backend import get_array_module
     return get_array_module(a)
+
+
+def axpy(a, x, y):
+    """y += a * x in place with BLAS ?axpy (one pass, no temporary), as Caffe's caffe_axpy.
+
+    Returns False, doing nothing, when BLAS cannot take the arrays (no SciPy, CuPy, other
+    dtypes, non-contiguous): the caller then uses its NumPy form.
+    """
+    if (_blas is None or type(y) is not np.ndarray or type(x) is not np.ndarray
+            or y.dtype not in (np.float32, np.float64) or x.dtype != y.dtype
+            or not (x.flags.c_contiguous and y.flags.c_contiguous) or x.size != y.size
+            or y.size == 0):
+        return False
+    fn = _blas.saxpy if y.dtype == np.float32 else _blas.daxpy
+    flat = y.reshape(-1)
+    out = fn(x.reshape(-1), flat, a=a)
+    if not np.shares_memory(out, y):  # pragma: no cover - BLAS worked on a copy
+        flat[...] = out
+    return True

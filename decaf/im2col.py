@@ -248,7 +248,8 @@ class RowIm2Col:
         """Elements of ``z`` per image."""
         return self.group * self.hu * self.cg * self.kw * self.ow
 
-    def _shape(self, nb):
+    def shape(self, nb):
+        """The shape of ``z`` for ``nb`` images."""
         last = (self.ow, nb) if self.batch_inner else (nb, self.ow)
         return (self.group, self.hu, self.cg, self.kw) + last
 
@@ -268,7 +269,7 @@ class RowIm2Col:
 
     def buffer(self, nb):
         """The column buffer for ``nb`` images; its zero cells are kept between builds."""
-        return self._grow("_z", nb, self.per_image()).reshape(self._shape(nb))
+        return self._grow("_z", nb, self.per_image()).reshape(self.shape(nb))
 
     def _image(self, nb):
         """batch_inner: the zero-bordered transposed image (C, Hz, Wz, nb)."""
@@ -332,17 +333,18 @@ class RowIm2Col:
         return buf[:size]
 
     def to_image_order(self, y3, out, bias=None):
-        """out (nb, M, oh, ow) = GEMM result y3 (oh, M, q) reordered (+ bias per channel)."""
+        """out (nb, M, oh, ow) = GEMM result y3 (oh, M, q) reordered (+ bias per channel).
+
+        The bias is added to y3 first, where each channel is one contiguous run per output row
+        (a broadcast inside a transposing copy is several times slower than a plain copy)."""
         nb = out.shape[0]
         m = y3.shape[1]
-        if self.batch_inner:
-            src = y3.reshape(self.oh, m, self.ow, nb).transpose(3, 1, 0, 2)
-        else:
-            src = y3.reshape(self.oh, m, nb, self.ow).transpose(2, 1, 0, 3)
         if bias is not None:
-            self.xp.add(src, bias.reshape(1, -1, 1, 1), out=out)
+            y3 += bias.reshape(1, m, 1)
+        if self.batch_inner:
+            out[...] = y3.reshape(self.oh, m, self.ow, nb).transpose(3, 1, 0, 2)
         else:
-            out[...] = src
+            out[...] = y3.reshape(self.oh, m, nb, self.ow).transpose(2, 1, 0, 3)
 
     def to_row_order(self, y, y3):
         """y3 (oh, M, q) = y (nb, M, oh, ow) reordered (the inverse of ``to_image_order``)."""

@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from . import backend
+from .blas import axpy
 from .errors import SolverError
 
 # -- learning-rate policies -------------------------------------------------------------------
@@ -130,6 +131,8 @@ def regularize(diff, data, local_decay, reg_type, temp):
     xp = backend.get_array_module(diff)
     local_decay = diff.dtype.type(local_decay)
     if reg_type == "L2":
+        if axpy(local_decay, data, diff):           # Caffe's caffe_axpy: one pass
+            return
         xp.multiply(data, local_decay, out=temp)
     elif reg_type == "L1":
         xp.sign(data, out=temp)
@@ -146,9 +149,10 @@ def sgd_update(diff, history, local_rate, momentum):
     xp = backend.get_array_module(diff)
     t = diff.dtype.type
     xp.multiply(history, t(momentum), out=history)
-    xp.multiply(diff, t(local_rate), out=diff)
-    xp.add(history, diff, out=history)
-    diff[...] = history
+    if not axpy(t(local_rate), diff, history):      # history += local_rate * diff
+        xp.multiply(diff, t(local_rate), out=diff)
+        xp.add(history, diff, out=history)
+    xp.copyto(diff, history)
 
 
 def nesterov_update(diff, history, local_rate, momentum, update):

@@ -14,6 +14,7 @@ from ..blas import can_accumulate, gemm_accumulate
 from ..filler import fill
 from ..im2col import Im2Col, RowIm2Col, conv_output_shape, deconv_output_shape
 from ..layer import Layer, register_layer
+from ._reshape_cache import remember, unchanged
 from ..errors import ShapeMismatchError
 
 # Largest column buffer (in elements) built at once; bigger batches are processed in chunks.
@@ -184,12 +185,14 @@ class _RowConv:
     forward    Y[oy] = W' @ Z[oy]                          (M/group x nb*ow per output row)
     weights    dW'^T += Z[oy] @ dY[oy]^T                     (accumulated in a K x M/group array)
     data       dZ[oy] += W'^T @ dY[oy], then fold dZ into the bottom diff
-    Y and dY are laid out (oh, M, nb, ow), so moving them to / from the (nb, M, oh, ow) blobs
-    copies runs of ow values; the bias is added during that copy.
+    (the beta = 1 GEMMs go through SciPy's BLAS in place when it is installed, else through a
+    batched matmul and a sum).  Y and dY are (oh, M, q) with q the columns of Z: moving them to
+    and from the (nb, M, oh, ow) blobs is one transposing copy each; the bias is added to Y
+    first.  Chunks of images keep Z about cache-sized (ROW_BUFFER_ELEMENTS).
     """
 
     def __init__(self, xp, dtype, num, channels, in_spatial, num_output, geometry, group,
-                 out_spatial):
+                 out_spatial, batch_inner=None):
         kernel, stride, pad, _ = geometry
         self.xp, self.dtype, self.num = xp, np.dtype(dtype), num
         self.group, self.m, self.mg = group, num_output, num_output // group
@@ -204,8 +207,9 @@ class _RowConv:
         self.nb = -(-num // chunks)          # equal chunks (the last one at most smaller)
         # batch innermost unless the top is much larger than the bottom (then moving the GEMM
         # results to the blob one value at a time would cost more than it saves)
-        in_count = channels * in_spatial[0] * in_spatial[1]
-        batch_inner = num_output * self.oh * self.ow <= 4 * in_count and self.nb > 1
+        if batch_inner is None:
+            in_count = channels * in_spatial[0] * in_spatial[1]
+            batch_inner = num_output * self.oh * self.ow <= 4 * in_count and self.nb > 1
         self.rows = RowIm2Col(channels, in_spatial, kernel, stride, pad, group, self.nb,
                               dtype, xp, out_spatial, batch_inner=batch_inner)
         self.k = self.rows.k
@@ -242,7 +246,6 @@ class _RowConv:
 
     def backward(self, ydiff, x, w, dw, db, xdiff):
         """db += sum ydiff; dW += ydiff (*) x; xdiff = W^T (*) ydiff (those not None)."""
-        xp = self.xp
         if dw is None and xdiff is None:
             if db is not None:
                 db += ydiff.sum(axis=(0, 2, 3))
@@ -266,30 +269,42 @@ class _RowConv:
                 self.dwt.reshape(g, kh, cg, kw, mg).transpose(0, 4, 2, 1, 3)
 
     def _weight_grad(self, z, dy3):
+        xp = self.xp
         for g in range(self.group):
             zr = self.rows.row_views(z, g)
             dyg = dy3[:, g * self.mg:(g + 1) * self.mg]
             if self.fast:
                 for oy in range(self.oh):
                     gemm_accumulate(zr[oy], dyg[oy].T, self.dwt[g])
-            else:
-                tmp = self.xp.matmul(zr, dyg.transpose(0, 2, 1))
-                self.dwt[g] += tmp.sum(axis=0)
+                continue
+            # one batched GEMM per output row into a small scratch, then the sum over rows
+            tmp = scratch(xp, self.dtype, "wgrad", self.oh * self.k * self.mg)
+            tmp = tmp.reshape(self.oh, self.k, self.mg)
+            xp.matmul(zr, dyg.transpose(0, 2, 1), out=tmp)
+            self.dwt[g] += tmp.sum(axis=0)
 
     def _data_grad(self, wt, dy3, xdiff):
+        xp, rows = self.xp, self.rows
         nb = xdiff.shape[0]
-        dz = scratch(self.xp, self.dtype, "col", self.rows.per_image() * nb)
-        dz = dz.reshape(self.rows._shape(nb))
+        dz = scratch(xp, self.dtype, "col", rows.per_image() * nb).reshape(rows.shape(nb))
         dz[...] = 0
         for g in range(self.group):
             dyg = dy3[:, g * self.mg:(g + 1) * self.mg]
             wtg = wt[g].T
-            for oy in range(self.oh):
-                block = self.rows.row_block(dz, g, oy)
-                if self.fast:
-                    gemm_accumulate(wtg, dyg[oy], block)
-                else:
-                    block += self.xp.matmul(wtg, dyg[oy])
+            if self.fast:     # dZ[oy] += W'^T dY[oy], in place (blocks of rows overlap)
+                for oy in range(self.oh):
+                    gemm_accumulate(wtg, dyg[oy], rows.row_block(dz, g, oy))
+                continue
+            # every row's W'^T dY[oy] in one batched GEMM, then added kernel row by kernel row
+            # (rows oy*sh + i of dZ for one i never overlap)
+            q = dyg.shape[2]
+            part = scratch(xp, self.dtype, "dgrad", self.oh * self.k * q)
+            part = part.reshape(self.oh, self.k, q)
+            xp.matmul(wtg, dyg, out=part)
+            part = part.reshape((self.oh, self.kh) + dz.shape[2:])
+            for i in range(self.kh):
+                d = dz[g, i:i + rows.sh * (self.oh - 1) + 1:rows.sh]
+                xp.add(d, part[:, i], out=d)
         self.rows.fold(dz, xdiff)
 
 
@@ -348,6 +363,8 @@ class BaseConvolutionLayer(Layer):
         self.param_propagate_down = [True] * len(self.blobs)
 
     def reshape(self, bottom, top):
+        if unchanged(self, bottom, top):
+            return
         b0 = bottom[0]
         if b0.num_axes != self.channel_axis + 1 + self.num_spatial:
             self.error("bottom num_axes may not change (was %d, now %d)"
@@ -377,6 +394,7 @@ class BaseConvolutionLayer(Layer):
             self._engine_key = key
             self.engine = self.make_engine(b0.dtype, in_spatial, out_spatial)
         self.in_spatial, self.out_spatial = tuple(in_spatial), tuple(out_spatial)
+        remember(self, bottom, top)
 
     def _wg(self, arr):
         """A weight (or weight diff) array as (group, conv_out / group, kernel_dim)."""

@@ -8,6 +8,7 @@ import numpy as np
 from ..blas import gemm_accumulate  # noqa: F401  (also imported from here by callers)
 from ..filler import fill
 from ..layer import Layer, register_layer
+from ._reshape_cache import remember, unchanged
 
 
 def _check_param_blobs(layer, shapes):
@@ -57,6 +58,8 @@ class InnerProductLayer(Layer):
         return axis + blob.num_axes if axis < 0 else axis
 
     def reshape(self, bottom, top):
+        if unchanged(self, bottom, top):
+            return
         axis = self._axis(bottom[0])
         k = bottom[0].count_range(axis)
         if k != self.K:
@@ -66,6 +69,7 @@ class InnerProductLayer(Layer):
         self.axis = axis
         self.M = bottom[0].count_range(0, axis)
         top[0].reshape(bottom[0].shape[:axis] + (self.N,))
+        remember(self, bottom, top)
 
     def forward(self, bottom, top):
         xp = self.xp

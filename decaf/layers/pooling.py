@@ -2,8 +2,10 @@
 
 Windows: row window of output oh is [oh*s - p, oh*s - p + k); its output count is Caffe's
 ceil((H + 2p - k) / s) + 1 (floor with round_mode FLOOR), minus one when pad > 0 and the last
-window would start at or beyond H + p.  Every pass below is a loop over the kernel offsets
-(i, j) of strided slices of a padded copy of the bottom, never over pixels.
+window would start at or beyond H + p.  MAX and AVE run as separable passes over strided views
+of the bottom (decaf.pool2d): over the kernel rows, then the kernel columns; the argmax of MAX is
+found in the forward pass (Caffe's mask) and the backward pass scatters the top diff through it.
+STOCHASTIC loops over the kernel offsets (i, j) of a padded copy.  Never a loop over pixels.
 """
 import math
 
@@ -12,6 +14,8 @@ import numpy as np
 from ..blob import Blob
 from ..errors import LayerSetupError
 from ..layer import Layer, register_layer
+from ..pool2d import SeparablePool
+from ._reshape_cache import remember, unchanged
 from .. import backend
 
 FLT_MAX = float(np.finfo(np.float32).max)
@@ -86,182 +90,6 @@ class _Windows:
             sizes.append(np.minimum(start + k, size + p) - start)
         return self.xp.asarray(np.outer(sizes[0], sizes[1]).astype(self.dtype))
 
-    def flat_index_base(self):
-        """(oh*s - p) * W + (ow*s - p): the flat bottom index of each window's offset (0, 0)."""
-        base = self.starts[0][:, None] * self.shape[3] + self.starts[1][None, :]
-        return self.xp.asarray(base.astype(self.dtype))
-
-
-class _Axis:
-    """One spatial axis of a pooling: for each kernel offset t, the outputs [lo, hi) whose
-    window cell t lies inside the bottom, and the strided bottom slice those cells read."""
-
-    def __init__(self, size, kernel, stride, pad, out):
-        self.size, self.stride, self.out = size, stride, out
-        self.start = np.arange(out) * stride - pad          # window starts (may be < 0)
-        self.offsets = []
-        for t in range(kernel):
-            lo = max(0, -((t - pad) // stride))               # first o with o*s - p + t >= 0
-            hi = min(out, (size - 1 + pad - t) // stride + 1)  # last o with o*s - p + t < size
-            if hi > lo:
-                src = lo * stride - pad + t
-                self.offsets.append((t, slice(lo, hi),
-                                     slice(src, src + stride * (hi - lo - 1) + 1, stride)))
-        covered = np.zeros(out, bool)
-        for _, o, _ in self.offsets:
-            covered[o] = True
-        self.covered = covered
-        # an offset that every output reads (the first pass may then assign instead of reduce)
-        self.full = next((i for i, (_, o, _) in enumerate(self.offsets)
-                          if o.start == 0 and o.stop == out), None)
-
-
-class _Separable:
-    """MAX / AVE pooling of (N, C, H, W) as two 1-D passes: over the kernel columns into
-    (N, C, H, Wo), then over the kernel rows into (N, C, Ho, Wo).  Only cells inside the bottom
-    are read (no padded copy); max is exact in any order, sums differ from Caffe's window scan
-    only by float rounding.  The first maximum in Caffe's (h, w) scan order is the first row of
-    the window holding the maximum, and the first column of that row holding it, so the
-    argmax is found per axis too, with branch-free counting (no masked writes)."""
-
-    def __init__(self, xp, dtype, shape, kernel, stride, pad, out):
-        n, c, h, w = shape
-        self.xp, self.dtype, self.shape, self.out = xp, np.dtype(dtype), shape, out
-        self.kernel = kernel
-        self.ah = _Axis(h, kernel[0], stride[0], pad[0], out[0])
-        self.aw = _Axis(w, kernel[1], stride[1], pad[1], out[1])
-        rows_shape, top_shape = (n, c, h, out[1]), (n, c) + tuple(out)
-        self.rows = xp.empty(rows_shape, dtype)     # column-pass result
-        self.top = xp.empty(top_shape, dtype)       # the layer's own copy of top
-        self.overlap = any(k > s and o > 1 for k, s, o in zip(kernel, stride, out))
-        itype = np.int8 if max(kernel) < 128 else np.int32
-        self.jrow = xp.empty(rows_shape, itype)     # first max column offset, per row window
-        self.irow = xp.empty(top_shape, itype)      # first max row offset of each window
-        self.jsel = xp.empty(top_shape, itype)      # jrow of that row
-        self.tmp = xp.empty(top_shape, itype)
-        self.bufs = {k: (xp.empty(rows_shape, bool), xp.empty(rows_shape, bool)) if k == "rows"
-                     else (xp.empty(top_shape, bool), xp.empty(top_shape, bool))
-                     for k in ("rows", "top")}
-        self.index = xp.empty(top_shape, np.intp)  # flat index into the bottom
-        # flat bottom index of each window's cell (0, 0): plane * H * W + hstart * W + wstart
-        base = (self.ah.start[:, None] * w + self.aw.start[None, :])[None, None]
-        plane = np.arange(n * c).reshape(n, c, 1, 1) * (h * w)
-        self.base = xp.asarray((base + plane).astype(np.intp))
-        self.plane = xp.asarray(plane.astype(np.intp))
-        self.width = np.intp(w)
-        self.bad = None           # windows without a usable maximum (set by ``max``)
-
-    @staticmethod
-    def _at(axis, sl):
-        return (slice(None),) * axis + (sl,)
-
-    def _reduce(self, op, src, dst, ax, axis, init):
-        """dst = op-reduction over the kernel offsets along ``axis`` of src's windows."""
-        xp = self.xp
-        order = list(ax.offsets)
-        if ax.full is not None:
-            t, o, s = order.pop(ax.full)
-            xp.copyto(dst, src[self._at(axis, s)])
-        else:
-            dst.fill(init)
-        for t, o, s in order:
-            d = dst[self._at(axis, o)]
-            op(d, src[self._at(axis, s)], out=d)
-
-    def max(self, x, top):
-        """top = window maxima.  As Caffe (``x > best`` from best = -FLT_MAX) NaN cells never
-        win, and a window with no cell in the bottom, or only NaN / -inf cells, gives -FLT_MAX
-        and no argmax (mask -1, no gradient)."""
-        xp = self.xp
-        self._reduce(xp.fmax, x, self.rows, self.aw, 3, -np.inf)
-        self._reduce(xp.fmax, self.rows, self.top, self.ah, 2, -np.inf)
-        ok = self.bufs["top"][0]
-        xp.greater_equal(self.top, -FLT_MAX, out=ok)
-        self.bad = None
-        if not bool(ok.all()):
-            self.bad = ~ok
-            xp.copyto(self.top, -FLT_MAX, where=self.bad)
-        xp.copyto(top, self.top)
-
-    def _first_hits(self, src, ref, ax, axis, kind, count):
-        """count = kernel offset (along ``axis``) of the first window cell equal to ``ref``:
-        the number of offsets passed while no cell has matched yet."""
-        xp = self.xp
-        miss, hit = self.bufs[kind]
-        miss.fill(True)
-        count.fill(0)
-        valid = {t: (o, s) for t, o, s in ax.offsets}
-        last = max(valid) if valid else 0
-        for t in range(last):
-            if t in valid:
-                o, s = valid[t]
-                m, h = miss[self._at(axis, o)], hit[self._at(axis, o)]
-                xp.equal(src[self._at(axis, s)], ref[self._at(axis, o)], out=h)
-                xp.greater(m, h, out=m)             # still missing: miss and not hit
-            xp.add(count, miss, out=count, casting="unsafe")
-
-    def argmax(self, x):
-        """Flat bottom index of each window's first maximum (after ``max``)."""
-        xp = self.xp
-        self._first_hits(x, self.rows, self.aw, 3, "rows", self.jrow)
-        self._first_hits(self.rows, self.top, self.ah, 2, "top", self.irow)
-        jsel, tmp = self.jsel, self.tmp
-        eq = self.bufs["top"][1]
-        jsel.fill(0)
-        for t, o, s in self.ah.offsets:          # jsel = jrow of the winning row
-            e, d = eq[:, :, o], tmp[:, :, o]
-            xp.equal(self.irow[:, :, o], t, out=e)
-            xp.multiply(e, self.jrow[:, :, s], out=d)
-            xp.add(jsel[:, :, o], d, out=jsel[:, :, o])
-        idx = self.index
-        xp.multiply(self.irow, self.width, out=idx)
-        idx += self.base
-        idx += jsel
-        if self.bad is not None:                  # keep the index inside the bottom
-            xp.copyto(idx, self.plane, where=self.bad)
-        return idx
-
-    def route(self, index, top_diff, bottom_diff):
-        """bottom_diff = top_diff added onto the bottom cells given by ``index``."""
-        xp = self.xp
-        bottom_diff[...] = 0
-        td = top_diff if self.bad is None else xp.where(self.bad, 0, top_diff)
-        flat = bottom_diff.reshape(-1)
-        if self.overlap or self.bad is not None:
-            if xp is np:
-                np.add.at(flat, index.reshape(-1), td.reshape(-1))
-            else:  # pragma: no cover - CuPy
-                import cupyx
-                cupyx.scatter_add(flat, index.reshape(-1), td.reshape(-1))
-        else:   # disjoint windows: every bottom cell receives at most one top diff
-            flat[index.reshape(-1)] = td.reshape(-1)
-
-    def mask(self, index, out):
-        """Caffe's mask top: the index h * W + w within the (n, c) plane, -1 if none."""
-        self.xp.subtract(index, self.plane, out=out, casting="unsafe")
-        if self.bad is not None:
-            self.xp.copyto(out, -1, where=self.bad)
-
-    def ave(self, x, top, divisor):
-        self._reduce(self.xp.add, x, self.rows, self.aw, 3, 0)
-        self._reduce(self.xp.add, self.rows, top, self.ah, 2, 0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            self.xp.divide(top, divisor, out=top)
-
-    def ave_backward(self, top_diff, bottom_diff, divisor):
-        """Spread top_diff / pool_size over every window cell inside the bottom."""
-        xp, rows = self.xp, self.rows
-        g = self.top
-        with np.errstate(divide="ignore", invalid="ignore"):
-            xp.divide(top_diff, divisor, out=g)
-        rows[...] = 0
-        for t, o, s in self.ah.offsets:
-            d = rows[:, :, s]
-            xp.add(d, g[:, :, o], out=d)
-        bottom_diff[...] = 0
-        for t, o, s in self.aw.offsets:
-            d = bottom_diff[..., s]
-            xp.add(d, rows[..., o], out=d)
 
 
 @register_layer("Pooling")
@@ -333,6 +161,8 @@ class PoolingLayer(Layer):
         return tuple(out)
 
     def reshape(self, bottom, top):
+        if unchanged(self, bottom, top):
+            return
         b = bottom[0]
         if b.num_axes != 4:
             self.error("Input must have 4 axes, corresponding to (num, channels, height, "
@@ -354,9 +184,10 @@ class PoolingLayer(Layer):
             self.win = _Windows(self.xp, b.dtype, b.shape, self.kernel, self.stride, self.pad, out)
             self.is_global = out == (1, 1) and self.kernel == (h, w) and self.pad == (0, 0)
             self.divisor = self.win.ave_divisor()
-            self.sep = _Separable(self.xp, b.dtype, b.shape, self.kernel, self.stride, self.pad,
-                                  out)
+            self.sep = SeparablePool(self.xp, b.dtype, b.shape, self.kernel, self.stride,
+                                     self.pad, out)
             self._index_valid = False
+        remember(self, bottom, top)
 
     # -- forward ---------------------------------------------------------------------------
     def forward(self, bottom, top):
@@ -376,11 +207,13 @@ class PoolingLayer(Layer):
         if self.is_global:
             n, c = x.shape[:2]
             xp.max(x.reshape(n * c, -1), axis=1, out=top[0].data.reshape(n * c))
-        else:
-            self.sep.max(x, top[0].data)
         self._index_valid = False
         # training nets always run backward: find the argmax now, as Caffe keeps its mask
-        if len(top) > 1 or self.phase == self._pb.TRAIN:
+        want = len(top) > 1 or self.phase == self._pb.TRAIN
+        if not self.is_global:
+            self.sep.max(x, top[0].data, with_index=want)
+            self._index_valid = want
+        elif want:
             self._max_index(x)
         if len(top) > 1:
             self.sep.mask(self.sep.index, top[1].data)
@@ -392,7 +225,7 @@ class PoolingLayer(Layer):
             n, c = x.shape[:2]
             idx = sep.index.reshape(n * c)
             self.xp.argmax(x.reshape(n * c, -1), axis=1, out=idx)
-            idx += sep.base.reshape(n * c)
+            idx += self.xp.arange(n * c, dtype=np.intp) * (x.shape[2] * x.shape[3])
         else:
             sep.argmax(x)
         self._index_valid = True

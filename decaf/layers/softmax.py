@@ -11,6 +11,7 @@ from google.protobuf.message import DecodeError
 
 from ..blob import blob_to_array
 from ..layer import Layer, LossLayer, register_layer
+from ._reshape_cache import remember, unchanged
 from .loss import (FLT_MIN, LOG_THRESHOLD, canonical_axis, check_no_label_backward,
                    get_normalizer, ignore_label_of, normalization_mode, read_labels)
 
@@ -53,11 +54,14 @@ class SoftmaxLayer(Layer):
         self._tmp = self.make_blob((), dtype=bottom[0].dtype)
 
     def reshape(self, bottom, top):
+        if unchanged(self, bottom, top):
+            return
         self.axis, self.dims = split_at_axis(self, bottom[0], self.layer_param.softmax_param.axis,
                                              "softmax_param.axis")
         if top[0] is not bottom[0]:
             top[0].reshape(bottom[0].shape)
         self._scale.reshape((self.dims[0], 1, self.dims[2]))
+        remember(self, bottom, top)
 
     def forward(self, bottom, top):
         if bottom[0].count:
@@ -134,11 +138,14 @@ class SoftmaxWithLossLayer(_SoftmaxLossBase):
     """
 
     def reshape(self, bottom, top):
+        if unchanged(self, bottom, top):
+            return
         old = getattr(self, "dims", None)
         super().reshape(bottom, top)
         if old != self.dims or not hasattr(self, "_base"):
             xp, (outer, c, inner) = self.xp, self.dims
             self._base = xp.arange(outer)[:, None] * (c * inner) + xp.arange(inner)[None, :]
+        remember(self, bottom, top)
 
     def forward(self, bottom, top):
         xp = self.xp

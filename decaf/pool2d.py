@@ -1,0 +1,337 @@
+"""MAX and AVE pooling kernels for (N, C, H, W) arrays: separable passes over strided views.
+
+``SeparablePool`` pools over the kernel rows, then over the kernel columns, reading only the
+cells inside the bottom (Caffe's clipped windows; no padded copy).  Used by the Pooling layer;
+see its class docstring for the exact rules (Caffe's first-maximum tie rule, NaN, empty windows,
+average divisor).
+"""
+import numpy as np
+
+FLT_MAX = float(np.finfo(np.float32).max)
+
+
+class Axis:
+    """One spatial axis of a pooling: for each kernel offset t, the outputs [lo, hi) whose
+    window cell t lies inside the bottom, and the strided bottom slice those cells read."""
+
+    def __init__(self, size, kernel, stride, pad, out):
+        self.size, self.stride, self.pad, self.out = size, stride, pad, out
+        self.start = np.arange(out) * stride - pad          # window starts (may be < 0)
+        self.offsets = []
+        for t in range(kernel):
+            lo = max(0, -((t - pad) // stride))               # first o with o*s - p + t >= 0
+            hi = min(out, (size - 1 + pad - t) // stride + 1)  # last o with o*s - p + t < size
+            if hi > lo:
+                src = lo * stride - pad + t
+                self.offsets.append((t, slice(lo, hi),
+                                     slice(src, src + stride * (hi - lo - 1) + 1, stride)))
+        covered = np.zeros(out, bool)
+        for _, o, _ in self.offsets:
+            covered[o] = True
+        self.covered = covered
+        # an offset that every output reads (the first pass may then assign instead of reduce)
+        self.full = next((i for i, (_, o, _) in enumerate(self.offsets)
+                          if o.start == 0 and o.stop == out), None)
+
+
+class SeparablePool:
+    """MAX / AVE pooling of (N, C, H, W) as two 1-D passes: over the kernel rows into
+    (N, C, Ho, W) ("cols": each window column reduced), then over the kernel columns into
+    (N, C, Ho, Wo).  Only cells inside the bottom are read (no padded copy); the max is exact in
+    any order, sums differ from Caffe's window scan only by float rounding.
+
+    Argmax: Caffe keeps the first maximum of its (h, w) scan, i.e. the cell holding the window's
+    maximum with the smallest (row, column).  The row pass counts, per window column, the first
+    row offset i holding that column's maximum (branch-free, no masked writes); the column pass
+    then takes, among the columns whose maximum is the window's, the smallest key
+    i * W + wstart + j, which is the cell's flat index in its plane minus hstart * W."""
+
+    # MAX pooling runs over the batch in chunks of about this many bottom values, with scratch
+    # arrays the size of one chunk, so the dozen passes over a chunk find them in cache.
+    CHUNK_ELEMENTS = 1 << 18
+
+    def __init__(self, xp, dtype, shape, kernel, stride, pad, out):
+        n, c, h, w = shape
+        self.xp, self.dtype, self.shape, self.out = xp, np.dtype(dtype), shape, out
+        self.kernel = kernel
+        self.ah = Axis(h, kernel[0], stride[0], pad[0], out[0])
+        self.aw = Axis(w, kernel[1], stride[1], pad[1], out[1])
+        self.overlap = any(k > s and o > 1 for k, s, o in zip(kernel, stride, out))
+        top_full = (n, c) + tuple(out)
+        self.top = xp.empty(top_full, dtype)       # the layer's own copy of top
+        self.index = xp.empty(top_full, np.intp)   # flat index into the bottom
+        self.nb = max(1, min(n, self.CHUNK_ELEMENTS // max(1, c * h * w)))
+        cols_shape, top_shape = (self.nb, c, out[0], w), (self.nb, c) + tuple(out)
+        self.cols = xp.empty(cols_shape, dtype)    # row-pass result of one chunk
+        self.irow = xp.empty(cols_shape, np.int8 if kernel[0] < 128 else np.int32)
+        big = kernel[0] * w + kernel[1] + 1         # above every key i * W + j
+        ktype = np.int16 if big < 2 ** 15 else np.intp
+        self.big = ktype(big)
+        self.keys = xp.empty(cols_shape, ktype)    # i * W per window column
+        self.cand = xp.empty(top_shape, ktype)
+        self.best = xp.empty(top_shape, ktype)     # smallest key of each window
+        self.bufs = {"cols": (xp.empty(cols_shape, bool), xp.empty(cols_shape, bool)),
+                     "top": xp.empty(top_shape, bool)}
+        # flat index of each window's cell (0, 0) within a chunk: plane * H * W + hstart * W
+        # + wstart; a chunk starting at image n0 adds n0 * C * H * W
+        base = (self.ah.start[:, None] * w + self.aw.start[None, :])[None, None]
+        plane = np.arange(self.nb * c).reshape(self.nb, c, 1, 1) * (h * w)
+        self.base = xp.asarray((base + plane).astype(np.intp))
+        self.image = c * h * w
+        self.width = np.intp(w)
+        self.bad = None           # windows without a usable maximum (set by ``max``)
+        self._plan_flat_columns(w, kernel[1], stride[1], pad[1], out[1])
+
+    def _plan_flat_columns(self, w, k, s, p, out):
+        """When W == stride * Wo, the cells of kernel column j for all outputs of a chunk are one
+        strided 1-D view: the flat (row-major) array from element r = (j - p) mod s with step s,
+        shifted by d = (j - p) div s outputs.  Whole-chunk 1-D views make NumPy's loops long (a
+        slice of each row would loop over Wo values at a time).  A shifted view reads, for the
+        d outputs at the end (d > 0) or start (d < 0) of each row, cells of the neighbouring
+        row: those "edge" output columns are recomputed from their own cells afterwards."""
+        self.flat = s > 1 and w == s * out and out > 1
+        self.edge = []
+        if self.flat:
+            for j, o, _ in self.aw.offsets:
+                d = (j - p) // s
+                self.edge.extend(range(out - d, out) if d > 0 else range(0, -d))
+            self.edge = sorted(set(self.edge))
+
+    def _columns(self, src, *dsts):
+        """(j, src cells, [dst outputs]) for each kernel column j of the windows, as 1-D
+        strided views over the whole chunk when ``self.flat`` (then fix ``self.edge``)."""
+        if not self.flat:
+            for j, o, s in self.aw.offsets:
+                yield j, src[..., s], [d[..., o] for d in dsts]
+            return
+        sw, pw = self.aw.stride, self.aw.pad
+        fs = src.reshape(-1)
+        flat = [d.reshape(-1) for d in dsts]
+        n = fs.size // sw                  # outputs: W == stride * Wo
+        for j, o, s in self.aw.offsets:
+            d, r = divmod(j - pw, sw)
+            ph = fs[r::sw]
+            if d >= 0:
+                yield j, ph[d:], [f[:n - d] for f in flat]
+            else:
+                yield j, ph[:n + d], [f[-d:] for f in flat]
+
+    def _edge_columns(self, ow):
+        """(j, source column) of the window cells of output column ``ow`` inside the bottom."""
+        return [(j, ow * self.aw.stride - self.aw.pad + j) for j, o, s in self.aw.offsets
+                if o.start <= ow < o.stop]
+
+    @staticmethod
+    def _at(axis, sl):
+        return (slice(None),) * axis + (sl,)
+
+    def _reduce(self, op, src, dst, ax, axis, init):
+        """dst = op-reduction over the kernel offsets along ``axis`` of src's windows."""
+        xp = self.xp
+        order = list(ax.offsets)
+        if ax.full is not None:
+            t, o, s = order.pop(ax.full)
+            xp.copyto(dst, src[self._at(axis, s)])
+        else:
+            dst.fill(init)
+        for t, o, s in order:
+            d = dst[self._at(axis, o)]
+            op(d, src[self._at(axis, s)], out=d)
+
+    def _chunks(self):
+        n = self.shape[0]
+        for n0 in range(0, n, self.nb):
+            yield n0, slice(n0, min(n, n0 + self.nb))
+
+    def max(self, x, top, with_index=False):
+        """top = window maxima (and, with_index, ``self.index``: their flat bottom indices).
+        As Caffe (``x > best`` from best = -FLT_MAX) NaN cells never win, and a window with no
+        cell in the bottom, or only NaN / -inf cells, gives -FLT_MAX and no argmax (mask -1,
+        no gradient)."""
+        xp = self.xp
+        self.bad = None
+        for n0, sl in self._chunks():
+            m = sl.stop - sl.start
+            cols, mx = self.cols[:m], self.top[sl]
+            self._reduce(xp.fmax, x[sl], cols, self.ah, 2, -np.inf)
+            self._column_max(cols, mx)
+            ok = self.bufs["top"][:m]
+            xp.greater_equal(mx, -FLT_MAX, out=ok)
+            bad = None
+            if not bool(ok.all()):
+                if self.bad is None:
+                    self.bad = xp.zeros(self.top.shape, bool)
+                bad = self.bad[sl]
+                xp.logical_not(ok, out=bad)
+                xp.copyto(mx, -FLT_MAX, where=bad)
+            if with_index:
+                self._argmax(x[sl], n0, sl, bad, cols_ready=True)
+        xp.copyto(top, self.top)
+
+    def _column_max(self, cols, mx):
+        """mx = max over the kernel columns of each window of cols (the row maxima)."""
+        xp = self.xp
+        first = True
+        for j, src, (dst,) in self._columns(cols, mx):
+            if first and dst.size == mx.size:
+                xp.copyto(dst, src)
+            else:
+                if first:
+                    mx.fill(-np.inf)
+                xp.fmax(dst, src, out=dst)
+            first = False
+        if first:
+            mx.fill(-np.inf)
+        for ow in self.edge:
+            cells = self._edge_columns(ow)
+            d = mx[..., ow]
+            d.fill(-np.inf)
+            for j, c in cells:
+                xp.fmax(d, cols[..., c], out=d)
+
+    def _first_hits(self, src, ref, ax, axis, miss, hit, count):
+        """count = kernel offset (along ``axis``) of the first window cell equal to ``ref``:
+        the number of offsets passed while no cell has matched yet."""
+        xp, at = self.xp, self._at
+        valid = {t: (o, s) for t, o, s in ax.offsets}
+        last = max(valid) if valid else 0
+        passed = 0           # offsets before the first valid one: every window misses them
+        counting = False
+        for t in range(last):   # the last valid offset needs no test: it is the only one left
+            if t not in valid and not counting:
+                passed += 1
+                continue
+            if t in valid:
+                o, s = valid[t]
+                if not counting and o.start == 0 and o.stop == ax.out:
+                    xp.not_equal(src[at(axis, s)], ref, out=miss)
+                else:
+                    if not counting:
+                        miss.fill(True)
+                    m, h = miss[at(axis, o)], hit[at(axis, o)]
+                    xp.equal(src[at(axis, s)], ref[at(axis, o)], out=h)
+                    xp.greater(m, h, out=m)         # still missing: miss and not hit
+            if counting:
+                xp.add(count, miss, out=count, casting="unsafe")
+            else:
+                xp.add(miss, passed, out=count, casting="unsafe")
+                counting = True
+        if not counting:
+            count.fill(passed)
+
+    def argmax(self, x):
+        """Flat bottom index of each window's first maximum (after ``max``)."""
+        for n0, sl in self._chunks():
+            self._argmax(x[sl], n0, sl, None if self.bad is None else self.bad[sl])
+        return self.index
+
+    def _argmax(self, x, n0, sl, bad, cols_ready=False):
+        xp = self.xp
+        m = sl.stop - sl.start
+        cols, mx, irow, keys = self.cols[:m], self.top[sl], self.irow[:m], self.keys[:m]
+        if not cols_ready:
+            self._reduce(xp.fmax, x, cols, self.ah, 2, -np.inf)
+        miss, hit = (b[:m] for b in self.bufs["cols"])
+        self._first_hits(x, cols, self.ah, 2, miss, hit, irow)
+        xp.multiply(irow, self.width, out=keys)
+        idx, cand, eq = self.index[sl], self.cand[:m], self.bufs["top"][:m]
+        best = self.best[:m]
+        best.fill(self.big)
+        kt = best.dtype.type
+        # best = smallest key i * W + j among the window columns j whose max is the window's
+        for (j, c, (e, k, d, mv)), (_, kv, _) in zip(self._columns(cols, eq, cand, best, mx),
+                                                   self._columns(keys)):
+            xp.equal(c, mv, out=e)
+            xp.add(kv, kt(j - self.big), out=k)
+            xp.multiply(k, e, out=k)                 # i * W + j - big where e, else 0
+            k += self.big
+            xp.minimum(d, k, out=d)
+        for ow in self.edge:
+            d = best[..., ow]
+            d.fill(self.big)
+            for j, c in self._edge_columns(ow):
+                e = xp.equal(cols[..., c], mx[..., ow])
+                xp.minimum(d, xp.where(e, keys[..., c] + kt(j), self.big), out=d)
+        xp.add(best, self.base[:m], out=idx)
+        if n0:
+            idx += np.intp(n0 * self.image)
+        if bad is not None:                       # keep the index inside the bottom
+            xp.copyto(idx, np.intp(n0 * self.image), where=bad)
+
+    def route(self, index, top_diff, bottom_diff):
+        """bottom_diff = top_diff added onto the bottom cells given by ``index``."""
+        xp = self.xp
+        bottom_diff[...] = 0
+        td = top_diff if self.bad is None else xp.where(self.bad, 0, top_diff)
+        flat = bottom_diff.reshape(-1)
+        if self.overlap or self.bad is not None:
+            if xp is np:
+                np.add.at(flat, index.reshape(-1), td.reshape(-1))
+            else:  # pragma: no cover - CuPy
+                import cupyx
+                cupyx.scatter_add(flat, index.reshape(-1), td.reshape(-1))
+        else:   # disjoint windows: every bottom cell receives at most one top diff
+            flat[index.reshape(-1)] = td.reshape(-1)
+
+    def mask(self, index, out):
+        """Caffe's mask top: the index h * W + w within the (n, c) plane, -1 if none."""
+        n, c, h, w = self.shape
+        self.xp.remainder(index, h * w, out=out, casting="unsafe")
+        if self.bad is not None:
+            self.xp.copyto(out, -1, where=self.bad)
+
+    # Small planes: average pooling is one GEMM with the 0/1 window matrix P (H*W x Ho*Wo),
+    # cheaper than two passes of short strided sums; the FLOPs grow as H*W*Ho*Wo, so only for
+    # small outputs.  0 * inf would spread a non-finite value over the whole plane, so results
+    # that are not finite are recomputed with the separable sums (Caffe's per-window values).
+    AVE_GEMM_MAX_OUT = 64
+
+    def _window_matrix(self):
+        if not hasattr(self, "_pmat"):
+            self._pmat = None
+            h, w = self.shape[2:]
+            if self.out[0] * self.out[1] <= self.AVE_GEMM_MAX_OUT and h * w <= 4096:
+                ah, aw = np.zeros((h, self.out[0])), np.zeros((w, self.out[1]))
+                for a, m in ((self.ah, ah), (self.aw, aw)):
+                    for t, o, s in a.offsets:
+                        m[s, o] += np.eye(o.stop - o.start)
+                pmat = np.einsum("ab,cd->acbd", ah, aw).reshape(h * w, -1)
+                self._pmat = self.xp.asarray(pmat.astype(self.dtype))
+        return self._pmat
+
+    def ave(self, x, top, divisor):
+        xp, pmat = self.xp, self._window_matrix()
+        n, c = self.shape[:2]
+        if pmat is not None:
+            with np.errstate(invalid="ignore", over="ignore"):
+                xp.matmul(x.reshape(n * c, -1), pmat, out=top.reshape(n * c, -1))
+            if not bool(xp.isfinite(top).all()):
+                pmat = None
+        if pmat is None:
+            for n0, sl in self._chunks():
+                cols = self.cols[:sl.stop - sl.start]
+                self._reduce(xp.add, x[sl], cols, self.ah, 2, 0)
+                self._reduce(xp.add, cols, top[sl], self.aw, 3, 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xp.divide(top, divisor, out=top)
+
+    def ave_backward(self, top_diff, bottom_diff, divisor):
+        """Spread top_diff / pool_size over every window cell inside the bottom."""
+        xp, pmat = self.xp, self._window_matrix()
+        n, c = self.shape[:2]
+        g = self.top
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xp.divide(top_diff, divisor, out=g)
+        if pmat is not None and bool(xp.isfinite(g).all()):
+            xp.matmul(g.reshape(n * c, -1), pmat.T, out=bottom_diff.reshape(n * c, -1))
+            return
+        bottom_diff[...] = 0
+        for n0, sl in self._chunks():
+            cols, gs, bd = self.cols[:sl.stop - sl.start], g[sl], bottom_diff[sl]
+            cols[...] = 0
+            for t, o, s in self.aw.offsets:
+                d = cols[..., s]
+                xp.add(d, gs[..., o], out=d)
+            for t, o, s in self.ah.offsets:
+                d = bd[:, :, s]
+                xp.add(d, cols[:, :, o], out=d)

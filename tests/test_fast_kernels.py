@@ -1,0 +1,319 @@
+"""Tests of the speed paths: the row-GEMM convolution engine (decaf.im2col.RowIm2Col and
+decaf.layers.conv._RowConv), the separable pooling kernels (decaf.pool2d), the BLAS helpers
+(decaf.blas) and the in-place SGD update.  Each fast path is checked against an independent
+reference written out here (or against the generic im2col engine, which follows Caffe's column
+layout), in float64, with every layout / chunking / fallback switch exercised."""
+import itertools
+
+import numpy as np
+import pytest
+
+from decaf import blas, solvers
+from decaf.im2col import RowIm2Col, conv_output_shape
+from decaf.layers import conv as conv_mod
+from decaf.pool2d import FLT_MAX, SeparablePool
+from decaf.layers.pooling import pooled_size
+
+
+def rand(*shape, seed=0):
+    return np.random.RandomState(seed).standard_normal(shape)
+
+
+# -- RowIm2Col ----------------------------------------------------------------------------------
+
+GEOMS = [  # channels, (H, W), kernel, stride, pad, group
+    (2, (5, 6), (3, 3), (1, 1), (1, 1), 1),
+    (4, (7, 5), (3, 2), (2, 1), (1, 0), 2),
+    (3, (6, 6), (5, 5), (1, 1), (2, 2), 1),
+    (1, (8, 7), (2, 3), (3, 2), (0, 1), 1),
+    (2, (4, 4), (1, 1), (1, 1), (0, 0), 2),
+    (2, (3, 5), (3, 3), (2, 2), (3, 2), 1),    # pad larger than the image border
+]
+
+
+def ref_rows(x, kernel, stride, pad, group, out):
+    """z[g, h, c, j, n, ox] = x[n, g*Cg + c, h - ph, ox*sw + j - pw], 0 outside."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, pad, out
+    hu, cg = (oh - 1) * sh + kh, c // group
+    z = np.zeros((group, hu, cg, kw, n, ow))
+    for g, r, ci, j, ni, ox in itertools.product(range(group), range(hu), range(cg), range(kw),
+                                                 range(n), range(ow)):
+        y, xx = r - ph, ox * sw + j - pw
+        if 0 <= y < h and 0 <= xx < w:
+            z[g, r, ci, j, ni, ox] = x[ni, g * cg + ci, y, xx]
+    return z
+
+
+@pytest.mark.parametrize("batch_inner", [False, True])
+@pytest.mark.parametrize("c,spatial,kernel,stride,pad,group", GEOMS)
+def test_row_buffer_layout_and_adjoint(c, spatial, kernel, stride, pad, group, batch_inner):
+    x = rand(3, c, *spatial)
+    out = conv_output_shape(spatial, kernel, stride, pad, (1, 1))
+    plan = RowIm2Col(c, spatial, kernel, stride, pad, group, 3, np.float64, out_spatial=out,
+                     batch_inner=batch_inner)
+    z = plan.build(x)
+    want = ref_rows(x, kernel, stride, pad, group, out)
+    got = z.transpose(0, 1, 2, 3, 5, 4) if batch_inner else z
+    np.testing.assert_array_equal(got, want)
+    z2 = plan.build(2 * x)                   # rebuilding keeps the zero cells
+    np.testing.assert_array_equal(z2 if not batch_inner else z2.transpose(0, 1, 2, 3, 5, 4),
+                                  2 * want)
+    dz = rand(*z.shape, seed=1)
+    dx = np.empty_like(x)
+    plan.fold(dz, dx)
+    np.testing.assert_allclose(np.vdot(plan.build(x), dz), np.vdot(x, dx), rtol=1e-12)
+
+
+def test_row_views_are_the_column_matrices():
+    c, spatial, kernel, stride, pad = 2, (6, 5), (3, 2), (2, 1), (1, 1)
+    out = conv_output_shape(spatial, kernel, stride, pad, (1, 1))
+    x = rand(2, c, *spatial)
+    plan = RowIm2Col(c, spatial, kernel, stride, pad, 1, 2, np.float64, out_spatial=out)
+    z = plan.build(x)
+    views = plan.row_views(z, 0)
+    for oy in range(out[0]):
+        block = z[0, oy * stride[0]:oy * stride[0] + kernel[0]].reshape(plan.k, -1)
+        np.testing.assert_array_equal(views[oy], block)
+        assert np.shares_memory(plan.row_block(z, 0, oy), z)
+
+
+# -- the row-GEMM convolution engine against the generic im2col engine --------------------------
+
+CONV = [  # num, channels, (H, W), num_output, kernel, stride, pad, group
+    (3, 2, (6, 5), 4, (3, 3), (1, 1), (1, 1), 1),
+    (4, 4, (7, 6), 6, (3, 2), (2, 1), (1, 0), 2),
+    (2, 3, (8, 8), 2, (5, 5), (1, 1), (2, 2), 1),
+    (5, 2, (5, 7), 3, (2, 3), (3, 2), (0, 2), 1),
+    (2, 6, (4, 4), 6, (3, 3), (1, 1), (1, 1), 3),
+]
+
+
+def engines(args, **kw):
+    num, c, spatial, m, kernel, stride, pad, group = args
+    geom = (kernel, stride, pad, (1, 1))
+    out = conv_output_shape(spatial, kernel, stride, pad, (1, 1))
+    row = conv_mod._RowConv(np, np.float64, num, c, spatial, m, geom, group, out, **kw)
+    ref = conv_mod._GemmConv(np, np.float64, num, (c,) + spatial, m, geom, group, out)
+    return row, ref, out
+
+
+def run(engine, x, w, b, dy, out, want_x=True):
+    y = np.empty((x.shape[0], w.shape[0]) + out)
+    engine.forward(x, w, b, y)
+    dw, db = np.full_like(w, 0.5), np.full_like(b, 0.25)       # diffs accumulate
+    dx = np.full_like(x, 7.0) if want_x else None
+    engine.backward(dy, x, w, dw, db, dx)
+    return y, dw, db, dx
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("batch_inner", [False, True])
+@pytest.mark.parametrize("args", CONV)
+def test_row_engine_matches_the_column_engine(args, batch_inner, fast):
+    row, ref, out = engines(args, batch_inner=batch_inner)
+    row.fast = row.fast and fast                # False: the batched-matmul fallback
+    num, c, spatial, m, kernel = args[:5]
+    x, w = rand(num, c, *spatial), rand(m, c // args[-1], *kernel, seed=2)
+    b, dy = rand(m, seed=3), rand(num, m, *out, seed=4)
+    for got, want in zip(run(row, x, w, b, dy, out), run(ref, x, w, b, dy, out)):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    _, dw, db, dx = run(row, x, w, b, dy, out, want_x=False)
+    np.testing.assert_allclose(dw, run(ref, x, w, b, dy, out)[1], rtol=1e-10, atol=1e-10)
+    assert dx is None
+
+
+@pytest.mark.parametrize("limit", [1, 150, 700])
+def test_row_engine_chunks(monkeypatch, limit):
+    monkeypatch.setattr(conv_mod, "ROW_BUFFER_ELEMENTS", limit)
+    args = (7, 2, (6, 5), 3, (3, 3), (1, 1), (1, 1), 1)
+    row, ref, out = engines(args)
+    assert row.nb < 7
+    x, w = rand(7, 2, 6, 5), rand(3, 2, 3, 3, seed=2)
+    b, dy = rand(3, seed=3), rand(7, 3, *out, seed=4)
+    for got, want in zip(run(row, x, w, b, dy, out), run(ref, x, w, b, dy, out)):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_row_engine_float32_no_bias():
+    args = (4, 3, (9, 9), 5, (5, 5), (1, 1), (2, 2), 1)
+    row, ref, out = engines(args)
+    x = rand(4, 3, 9, 9).astype(np.float32)
+    w = rand(5, 3, 5, 5, seed=2).astype(np.float32)
+    row32 = conv_mod._RowConv(np, np.float32, 4, 3, (9, 9), 5, ((5, 5), (1, 1), (2, 2), (1, 1)),
+                              1, out)
+    y = np.empty((4, 5) + out, np.float32)
+    row32.forward(x, w, None, y)
+    want = np.empty((4, 5) + out)
+    ref.forward(x.astype(np.float64), w.astype(np.float64), None, want)
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+
+
+# -- separable pooling --------------------------------------------------------------------------
+
+def ref_max_pool(x, k, s, p, out):
+    """Caffe's MaxPoolingLayer loop: top, mask (h * W + w, -1 if none)."""
+    n, c, h, w = x.shape
+    top = np.full((n, c) + out, -FLT_MAX)
+    mask = np.full((n, c) + out, -1)
+    for a, b in itertools.product(range(out[0]), range(out[1])):
+        hs, ws = a * s[0] - p[0], b * s[1] - p[1]
+        he, we = min(hs + k[0], h), min(ws + k[1], w)
+        hs, ws = max(hs, 0), max(ws, 0)
+        for i, j in itertools.product(range(n), range(c)):
+            for y, z in itertools.product(range(hs, he), range(ws, we)):
+                if x[i, j, y, z] > top[i, j, a, b]:
+                    top[i, j, a, b], mask[i, j, a, b] = x[i, j, y, z], y * w + z
+    return top, mask
+
+
+def out_shape(shape, k, s, p):
+    out = [pooled_size(n, kk, ss, pp) for n, kk, ss, pp in zip(shape[2:], k, s, p)]
+    if p != (0, 0):
+        out = [o - 1 if (o - 1) * ss >= n + pp else o
+               for o, n, ss, pp in zip(out, shape[2:], s, p)]
+    return tuple(out)
+
+
+POOLS = [  # shape, kernel, stride, pad
+    ((2, 3, 8, 8), (3, 3), (2, 2), (0, 0)),    # W == stride * Wo: whole-chunk column views
+    ((2, 3, 8, 7), (3, 3), (2, 2), (0, 0)),
+    ((1, 2, 6, 6), (2, 2), (2, 2), (0, 0)),    # disjoint windows
+    ((2, 2, 7, 8), (3, 3), (2, 2), (1, 1)),
+    ((1, 2, 9, 8), (3, 2), (2, 2), (1, 0)),
+    ((1, 1, 6, 6), (1, 1), (3, 3), (0, 0)),    # windows beyond the bottom
+    ((2, 2, 5, 6), (4, 3), (1, 3), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("chunk", [1, 1 << 18])
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("shape,k,s,p", POOLS)
+def test_max_pool_matches_caffe_loop(monkeypatch, shape, k, s, p, ties, chunk):
+    monkeypatch.setattr(SeparablePool, "CHUNK_ELEMENTS", chunk)
+    x = rand(*shape, seed=5)
+    if ties:                                   # few distinct values: many tied maxima
+        x = np.round(x)
+    out = out_shape(shape, k, s, p)
+    pool = SeparablePool(np, np.float64, shape, k, s, p, out)
+    assert pool.flat == (shape[3] == s[1] * out[1] and s[1] > 1)
+    top = np.empty(shape[:2] + out)
+    pool.max(x, top, with_index=True)
+    want_top, want_mask = ref_max_pool(x, k, s, p, out)
+    np.testing.assert_array_equal(top, want_top)
+    mask = np.empty(top.shape)
+    pool.mask(pool.index, mask)
+    np.testing.assert_array_equal(mask, want_mask)
+    # the index computed later (TEST phase backward) is the same
+    index = pool.index.copy()
+    np.testing.assert_array_equal(pool.argmax(x), index)
+    # backward: each top diff lands on its argmax cell
+    dy = rand(*top.shape, seed=6)
+    dx = np.empty_like(x)
+    pool.route(pool.index, dy, dx)
+    want = np.zeros_like(x)
+    flat = want.reshape(shape[0] * shape[1], -1)
+    for (i, j, a, b), idx in np.ndenumerate(want_mask):
+        if idx >= 0:
+            flat[i * shape[1] + j, idx] += dy[i, j, a, b]
+    np.testing.assert_allclose(dx, want, atol=1e-12)
+
+
+def test_max_pool_nan_and_infinities_follow_caffe():
+    x = rand(1, 2, 6, 6, seed=7)
+    x[0, 0, 0:3, 0:3] = np.nan           # one window all NaN: -FLT_MAX, no argmax
+    x[0, 0, 3, 3] = np.nan               # NaN cells never win
+    x[0, 1, 0:3, 3:6] = -np.inf          # all -inf: -FLT_MAX, no argmax
+    x[0, 1, 4, 4] = np.inf
+    shape, k, s, p = x.shape, (3, 3), (3, 3), (0, 0)
+    out = out_shape(shape, k, s, p)
+    pool = SeparablePool(np, np.float64, shape, k, s, p, out)
+    top = np.empty(shape[:2] + out)
+    pool.max(x, top, with_index=True)
+    want_top, want_mask = ref_max_pool(x, k, s, p, out)
+    np.testing.assert_array_equal(top, want_top)
+    mask = np.empty(top.shape)
+    pool.mask(pool.index, mask)
+    np.testing.assert_array_equal(mask, want_mask)
+    dx = np.empty_like(x)
+    pool.route(pool.index, np.ones(top.shape), dx)
+    assert dx[0, 0, 0:3, 0:3].sum() == 0 and dx[0, 1, 0:3, 3:6].sum() == 0
+    assert dx[0, 1, 4, 4] == 1
+
+
+def ref_ave_pool(x, k, s, p, out):
+    n, c, h, w = x.shape
+    top = np.zeros((n, c) + out)
+    for a, b in itertools.product(range(out[0]), range(out[1])):
+        hs, ws = a * s[0] - p[0], b * s[1] - p[1]
+        he, we = min(hs + k[0], h + p[0]), min(ws + k[1], w + p[1])
+        size = (he - hs) * (we - ws)
+        hs, ws, he, we = max(hs, 0), max(ws, 0), min(he, h), min(we, w)
+        top[:, :, a, b] = x[:, :, hs:he, ws:we].sum(axis=(2, 3)) / size
+    return top
+
+
+@pytest.mark.parametrize("gemm", [True, False])
+@pytest.mark.parametrize("shape,k,s,p", POOLS[:5])
+def test_ave_pool_gemm_and_separable_paths(monkeypatch, shape, k, s, p, gemm):
+    monkeypatch.setattr(SeparablePool, "AVE_GEMM_MAX_OUT", 64 if gemm else 0)
+    x = rand(*shape, seed=8)
+    out = out_shape(shape, k, s, p)
+    pool = SeparablePool(np, np.float64, shape, k, s, p, out)
+    assert (pool._window_matrix() is not None) == gemm
+    divisor = np.array([[(min(a * s[0] - p[0] + k[0], shape[2] + p[0]) - (a * s[0] - p[0])) *
+                         (min(b * s[1] - p[1] + k[1], shape[3] + p[1]) - (b * s[1] - p[1]))
+                         for b in range(out[1])] for a in range(out[0])], float)
+    top = np.empty(shape[:2] + out)
+    pool.ave(x, top, divisor)
+    np.testing.assert_allclose(top, ref_ave_pool(x, k, s, p, out), rtol=1e-12)
+    dy = rand(*top.shape, seed=9)
+    dx = np.empty_like(x)
+    pool.ave_backward(dy, dx, divisor)
+    # the backward is the adjoint of the forward
+    np.testing.assert_allclose(np.vdot(top, dy), np.vdot(x, dx), rtol=1e-12)
+
+
+def test_ave_pool_gemm_keeps_non_finite_values_local():
+    shape, k, s, p = (1, 1, 8, 8), (3, 3), (2, 2), (0, 0)
+    x = rand(*shape, seed=10)
+    x[0, 0, 0, 0] = np.inf                  # 0 * inf in a GEMM would spread NaN everywhere
+    out = out_shape(shape, k, s, p)
+    pool = SeparablePool(np, np.float64, shape, k, s, p, out)
+    assert pool._window_matrix() is not None
+    top = np.empty(shape[:2] + out)
+    pool.ave(x, top, np.full(out, 9.0))
+    assert top[0, 0, 0, 0] == np.inf and np.isfinite(top.reshape(-1)[1:]).all()
+    dy = np.zeros(top.shape)
+    dy[0, 0, 0, 0] = np.inf
+    dx = np.empty_like(x)
+    pool.ave_backward(dy, dx, np.full(out, 9.0))
+    assert np.isinf(dx[0, 0, :3, :3]).all() and (dx[0, 0, 3:] == 0).all()
+
+
+# -- BLAS helpers and the SGD update -----------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_axpy(dtype):
+    x, y = rand(3, 4).astype(dtype), rand(3, 4, seed=1).astype(dtype)
+    want = y + dtype(0.5) * x
+    if blas.HAVE_BETA_GEMM:
+        assert blas.axpy(dtype(0.5), x, y)
+        np.testing.assert_allclose(y, want, rtol=1e-6)
+    assert not blas.axpy(dtype(0.5), x.T, y.T.copy().T)     # not contiguous: caller's job
+
+
+@pytest.mark.parametrize("with_blas", [True, False])
+def test_sgd_update_and_regularize_in_place(monkeypatch, with_blas):
+    if not with_blas:
+        monkeypatch.setattr(blas, "_blas", None)
+    w = rand(5, 3).astype(np.float32)
+    g = rand(5, 3, seed=1).astype(np.float32)
+    h = rand(5, 3, seed=2).astype(np.float32)
+    want_g = g + np.float32(0.004) * w
+    want_h = np.float32(0.9) * h + np.float32(0.01) * want_g
+    solvers.regularize(g, w, 0.004, "L2", np.empty_like(g))
+    np.testing.assert_allclose(g, want_g, rtol=1e-6)
+    solvers.sgd_update(g, h, 0.01, 0.9)
+    np.testing.assert_allclose(h, want_h, rtol=1e-6)
+    np.testing.assert_array_equal(g, h)
