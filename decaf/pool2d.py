@@ -425,9 +425,7 @@ class PhaseMax:
             xp.copyto(mx, -FLT_MAX, where=bad)
         if with_index:
             idx = pool.index[n0:n0 + m]
-            self._keys(r, ir, mp, idx.reshape(lp, ho, wo), m)
-            if n0:
-                idx += np.intp(n0 * pool.image)
+            self._keys(r, ir, mp, idx.reshape(lp, ho, wo), n0, m)
             if bad is not None:
                 xp.copyto(idx, np.intp(n0 * pool.image), where=bad)
         return bad
@@ -436,8 +434,13 @@ class PhaseMax:
         """r = max over the kernel rows per column (phase pj); count = first row offset."""
         xp, ho = self.pool.xp, self.ho
         (pi0, _), rest = self.rows[0], self.rows[1:]
-        xp.copyto(r, p[pi0, pj])
-        for pi, a in rest:
+        if rest and rest[0][1] == 0:              # two full-range offsets: one pass
+            xp.fmax(p[pi0, pj], p[rest[0][0], pj], out=r)
+            later = rest[1:]
+        else:
+            xp.copyto(r, p[pi0, pj])
+            later = rest
+        for pi, a in later:
             d = r[:, :ho - a]
             xp.fmax(d, p[pi, pj][:, a:], out=d)
         if count is None:
@@ -469,7 +472,7 @@ class PhaseMax:
             d = flat[:n - b]
             xp.fmax(d, rf[pj][b:], out=d)
 
-    def _keys(self, r, ir, mp, idx, m):
+    def _keys(self, r, ir, mp, idx, n0, m):
         """idx = base + smallest key i * W + j of the window columns holding the max."""
         pool, xp = self.pool, self.pool.xp
         n = mp.size
@@ -496,4 +499,19 @@ class PhaseMax:
                 xp.copyto(bf, k)
             else:
                 xp.minimum(bf[:n - b], k, out=bf[:n - b])
-        xp.add(best[..., :self.wo], pool.base_big[:m].reshape(idx.shape), out=idx)
+        xp.add(best[..., :self.wo], self._base(n0, m).reshape(idx.shape), out=idx)
+
+    def _base(self, n0, m):
+        """pool.base + big for images n0 .. n0 + m (every chunk's, kept: one pass less)."""
+        full = self.bufs.get("base")
+        if full is None:
+            n = self.pool.shape[0]
+            nb = self.pool.base_big.shape[0]
+            full = self.bufs["base"] = self.pool.xp.empty((n,) + self.pool.base_big.shape[1:],
+                                                          np.intp)
+            for c0 in range(0, n, nb):
+                c1 = min(n, c0 + nb)
+                xp_add = self.pool.xp.add
+                xp_add(self.pool.base_big[:c1 - c0], np.intp(c0 * self.pool.image),
+                       out=full[c0:c1])
+        return full[n0:n0 + m]
