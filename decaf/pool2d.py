@@ -280,15 +280,22 @@ class SeparablePool:
     def route(self, index, top_diff, bottom_diff):
         """bottom_diff = top_diff added onto the bottom cells given by ``index``."""
         xp = self.xp
-        bottom_diff[...] = 0
         td = top_diff if self.bad is None else xp.where(self.bad, 0, top_diff)
         flat = bottom_diff.reshape(-1)
-        if self.overlap or self.bad is not None:
-            if xp is np:
-                np.add.at(flat, index.reshape(-1), td.reshape(-1))
-            else:  # pragma: no cover - CuPy
-                import cupyx
-                cupyx.scatter_add(flat, index.reshape(-1), td.reshape(-1))
+        if (self.overlap or self.bad is not None) and xp is np:
+            # overlapping windows: a scatter-add, chunk by chunk of images (each window's
+            # argmax lies in its own chunk), so that a chunk's cells are zeroed and receive
+            # their sums while in cache
+            for n0, sl in self._chunks():
+                lo, hi = n0 * self.image, sl.stop * self.image
+                part = flat[lo:hi]
+                part[...] = 0
+                np.add.at(part, index[sl].reshape(-1) - np.intp(lo), td[sl].reshape(-1))
+            return
+        bottom_diff[...] = 0
+        if self.overlap or self.bad is not None:  # pragma: no cover - CuPy
+            import cupyx
+            cupyx.scatter_add(flat, index.reshape(-1), td.reshape(-1))
         else:   # disjoint windows: every bottom cell receives at most one top diff
             flat[index.reshape(-1)] = td.reshape(-1)
 
