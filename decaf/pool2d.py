@@ -154,8 +154,11 @@ class SeparablePool:
         xp = self.xp
         self.bad = None
         if self.phase is not None:
-            self._phase_max(x, with_index)
-            xp.copyto(top, self.top)
+            direct = (type(top) is type(self.top) and top.dtype == self.dtype
+                      and top.shape == self.top.shape and top.flags.c_contiguous)
+            self._phase_max(x, with_index, top if direct else self.top)
+            if not direct:
+                xp.copyto(top, self.top)
             return
         for n0, sl in self._chunks():
             m = sl.stop - sl.start
@@ -175,9 +178,9 @@ class SeparablePool:
                 self._argmax(x[sl], n0, sl, bad, cols_ready=True)
         xp.copyto(top, self.top)
 
-    def _phase_max(self, x, with_index):
+    def _phase_max(self, x, with_index, out):
         for n0, sl in self._chunks():
-            bad = self.phase.run(x[sl], self.top[sl], n0, with_index)
+            bad = self.phase.run(x[sl], out[sl], n0, with_index)
             if bad is not None:
                 if self.bad is None:
                     self.bad = self.xp.zeros(self.top.shape, bool)
@@ -238,7 +241,7 @@ class SeparablePool:
         """Flat bottom index of each window's first maximum (after ``max``)."""
         if self.phase is not None:
             self.bad = None
-            self._phase_max(x, True)
+            self._phase_max(x, True, self.top)
             return self.index
         for n0, sl in self._chunks():
             self._argmax(x[sl], n0, sl, None if self.bad is None else self.bad[sl])
@@ -424,11 +427,9 @@ class PhaseMax:
         mp = self._buf("M", (lp, ho, wp), pool.dtype)
         self._column_max(r, mp)
         xp.copyto(mx.reshape(lp, ho, wo), mp[..., :wo])
-        ok = self._buf("ok", mx.shape, bool)
-        xp.greater_equal(mx, -FLT_MAX, out=ok)
         bad = None
-        if not bool(ok.all()):
-            bad = xp.logical_not(ok)
+        if not bool(mx.min() >= -FLT_MAX):       # NaN or -inf maxima (NaN: min is NaN)
+            bad = xp.logical_not(mx >= -FLT_MAX)
             xp.copyto(mx, -FLT_MAX, where=bad)
         if with_index:
             idx = pool.index[n0:n0 + m]

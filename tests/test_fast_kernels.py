@@ -282,10 +282,14 @@ def test_phase_max_pool_matches_caffe_loop(monkeypatch, shape, k, s, data, chunk
         np.testing.assert_array_equal(mask, want_mask)
         index = pool.index.copy()
         np.testing.assert_array_equal(pool.argmax(xd), index)
-        # the values-only pass gives the same top
+        # the values-only pass gives the same top, also into a non-contiguous top
         top2 = np.empty_like(top)
         pool.max(xd, top2, with_index=False)
         np.testing.assert_array_equal(top2, top)
+        top3 = np.empty(shape[:2] + (out[0], 2 * out[1]), dtype)[..., ::2]
+        pool.max(xd, top3, with_index=True)
+        np.testing.assert_array_equal(top3, top)
+        np.testing.assert_array_equal(pool.index, index)
 
 
 def ref_ave_pool(x, k, s, p, out):
