@@ -367,3 +367,12 @@ class RowIm2Col:
         """The contiguous (K, nb*ow) block of ``dz`` that output row ``oy`` reads."""
         q = dz.shape[4] * dz.shape[5]
         return dz[g, oy * self.sh:oy * self.sh + self.kh].reshape(self.k, q)
+
+    def image_views(self, z, g):
+        """(oh, nb, K, ow) strided view (``batch_inner=False``): entry [oy, n] is the column
+        matrix of output row oy of image n, the columns n*ow .. n*ow + ow of row_views[oy]."""
+        rv = self.row_views(z, g)
+        nb, it = z.shape[4], z.itemsize
+        shape = (self.oh, nb, self.k, self.ow)
+        strides = (rv.strides[0], self.ow * it, rv.strides[1], it)
+        return _as_strided(self.xp, z[g], shape, strides)

@@ -53,7 +53,7 @@ class SeparablePool:
     def __init__(self, xp, dtype, shape, kernel, stride, pad, out):
         n, c, h, w = shape
         self.xp, self.dtype, self.shape, self.out = xp, np.dtype(dtype), shape, out
-        self.kernel = kernel
+        self.kernel, self.stride = tuple(kernel), tuple(stride)
         self.ah = Axis(h, kernel[0], stride[0], pad[0], out[0])
         self.aw = Axis(w, kernel[1], stride[1], pad[1], out[1])
         self.overlap = any(k > s and o > 1 for k, s, o in zip(kernel, stride, out))
@@ -77,10 +77,13 @@ class SeparablePool:
         base = (self.ah.start[:, None] * w + self.aw.start[None, :])[None, None]
         plane = np.arange(self.nb * c).reshape(self.nb, c, 1, 1) * (h * w)
         self.base = xp.asarray((base + plane).astype(np.intp))
+        self.base_big = self.base + np.intp(big)
         self.image = c * h * w
         self.width = np.intp(w)
         self.bad = None           # windows without a usable maximum (set by ``max``)
         self._plan_flat_columns(w, kernel[1], stride[1], pad[1], out[1])
+        # MAX pooling on the stride-phase layout where it applies (contiguous passes)
+        self.phase = PhaseMax(self) if PhaseMax.applies(shape, kernel, stride, pad, out) else None
 
     def _plan_flat_columns(self, w, k, s, p, out):
         """When W == stride * Wo, the cells of kernel column j for all outputs of a chunk are one
@@ -150,6 +153,13 @@ class SeparablePool:
         no gradient)."""
         xp = self.xp
         self.bad = None
+        if self.phase is not None:
+            direct = (type(top) is type(self.top) and top.dtype == self.dtype
+                      and top.shape == self.top.shape and top.flags.c_contiguous)
+            self._phase_max(x, with_index, top if direct else self.top)
+            if not direct:
+                xp.copyto(top, self.top)
+            return
         for n0, sl in self._chunks():
             m = sl.stop - sl.start
             cols, mx = self.cols[:m], self.top[sl]
@@ -167,6 +177,14 @@ class SeparablePool:
             if with_index:
                 self._argmax(x[sl], n0, sl, bad, cols_ready=True)
         xp.copyto(top, self.top)
+
+    def _phase_max(self, x, with_index, out):
+        for n0, sl in self._chunks():
+            bad = self.phase.run(x[sl], out[sl], n0, with_index)
+            if bad is not None:
+                if self.bad is None:
+                    self.bad = self.xp.zeros(self.top.shape, bool)
+                self.bad[sl] = bad
 
     def _column_max(self, cols, mx):
         """mx = max over the kernel columns of each window of cols (the row maxima)."""
@@ -221,6 +239,10 @@ class SeparablePool:
 
     def argmax(self, x):
         """Flat bottom index of each window's first maximum (after ``max``)."""
+        if self.phase is not None:
+            self.bad = None
+            self._phase_max(x, True, self.top)
+            return self.index
         for n0, sl in self._chunks():
             self._argmax(x[sl], n0, sl, None if self.bad is None else self.bad[sl])
         return self.index
@@ -261,15 +283,22 @@ class SeparablePool:
     def route(self, index, top_diff, bottom_diff):
         """bottom_diff = top_diff added onto the bottom cells given by ``index``."""
         xp = self.xp
-        bottom_diff[...] = 0
         td = top_diff if self.bad is None else xp.where(self.bad, 0, top_diff)
         flat = bottom_diff.reshape(-1)
-        if self.overlap or self.bad is not None:
-            if xp is np:
-                np.add.at(flat, index.reshape(-1), td.reshape(-1))
-            else:  # pragma: no cover - CuPy
-                import cupyx
-                cupyx.scatter_add(flat, index.reshape(-1), td.reshape(-1))
+        if (self.overlap or self.bad is not None) and xp is np:
+            # overlapping windows: a scatter-add, chunk by chunk of images (each window's
+            # argmax lies in its own chunk), so that a chunk's cells are zeroed and receive
+            # their sums while in cache
+            for n0, sl in self._chunks():
+                lo, hi = n0 * self.image, sl.stop * self.image
+                part = flat[lo:hi]
+                part[...] = 0
+                np.add.at(part, index[sl].reshape(-1) - np.intp(lo), td[sl].reshape(-1))
+            return
+        bottom_diff[...] = 0
+        if self.overlap or self.bad is not None:  # pragma: no cover - CuPy
+            import cupyx
+            cupyx.scatter_add(flat, index.reshape(-1), td.reshape(-1))
         else:   # disjoint windows: every bottom cell receives at most one top diff
             flat[index.reshape(-1)] = td.reshape(-1)
 
@@ -335,3 +364,162 @@ class SeparablePool:
             for t, o, s in self.ah.offsets:
                 d = bd[:, :, s]
                 xp.add(d, cols[:, :, o], out=d)
+
+
+class PhaseMax:
+    """MAX pooling with Caffe's argmax on the stride-phase layout, for pad 0, H == sh * Ho and
+    W == sw * Wo (e.g. 3x3/2 over 32x32, 2x2/2 over 24x24): every pass is a contiguous one.
+
+    A chunk of the bottom (L = images * C planes) is copied once to P[pi, pj] (L, Ho, Wp), with
+    P[pi, pj][l, a, b] = x[l, a*sh + pi, b*sw + pj] for b < Wo and -inf in the Wp - Wo padding
+    columns.  Window cell (i, j) of output (oh, ow) is then P[i % sh, j % sw][l, oh + i // sh,
+    ow + j // sw]: a shift of whole rows (a contiguous block per plane) or, for the columns, a
+    shift of the flattened array by j // sw, which stays within the padded row (Wp = Wo + the
+    largest shift): cells outside the bottom read the -inf padding, which never wins.  Passes
+    over views whose innermost run is Wo values (the separable layout) run several times slower
+    than these contiguous ones in NumPy.
+
+    The rules are SeparablePool's: the row pass keeps, per column, the max over the kernel rows
+    and the first row offset holding it; the column pass takes the smallest key i * W + j among
+    the kernel columns that hold the window's max (Caffe's first maximum of its (h, w) scan).
+    Keys are stored minus ``big`` (negative), so that a multiply by the equality mask leaves 0,
+    above every real key, for the columns that do not hold the max."""
+
+    def __init__(self, pool):
+        self.pool = pool
+        (self.sh, self.sw), (self.ho, self.wo) = pool.stride, pool.out
+        kh, kw = pool.kernel
+        self.rows = [(i % self.sh, i // self.sh) for i in range(kh) if i // self.sh < self.ho]
+        self.cols = [(j, j % self.sw, j // self.sw) for j in range(kw) if j // self.sw < self.wo]
+        self.wp = self.wo + max(b for _, _, b in self.cols)
+        big = int(pool.big)
+        self.ktype = np.int8 if big < 128 else pool.keys.dtype.type
+        self.bufs = {}
+
+    @staticmethod
+    def applies(shape, kernel, stride, pad, out):
+        return (tuple(pad) == (0, 0) and shape[2] == stride[0] * out[0]
+                and shape[3] == stride[1] * out[1])
+
+    def _buf(self, name, shape, dtype, fill=None):
+        """Scratch per (name, shape): its padding cells, set once, stay in place."""
+        key = (name, shape)
+        buf = self.bufs.get(key)
+        if buf is None:
+            buf = self.bufs[key] = self.pool.xp.empty(shape, dtype)
+            if fill is not None:
+                buf.fill(fill)
+        return buf
+
+    def run(self, x, mx, n0, with_index):
+        """mx (m, C, Ho, Wo) = the window maxima of the chunk x (m, C, H, W) starting at image
+        n0; with_index, pool.index of the chunk too.  Returns the bad-window mask or None."""
+        pool, xp = self.pool, self.pool.xp
+        sh, sw, ho, wo, wp = self.sh, self.sw, self.ho, self.wo, self.wp
+        m = x.shape[0]
+        lp = m * x.shape[1]
+        p = self._buf("P", (sh, sw, lp, ho, wp), pool.dtype, -np.inf)
+        p[..., :wo] = x.reshape(lp, ho, sh, wo, sw).transpose(2, 4, 0, 1, 3)
+        r = self._buf("R", (sw, lp, ho, wp), pool.dtype)
+        ir = self._buf("irow", (sw, lp, ho, wp), np.int8) if with_index else None
+        for pj in range(sw):
+            self._row_pass(p, pj, r[pj], None if ir is None else ir[pj])
+        mp = self._buf("M", (lp, ho, wp), pool.dtype)
+        self._column_max(r, mp)
+        xp.copyto(mx.reshape(lp, ho, wo), mp[..., :wo])
+        bad = None
+        if not bool(mx.min() >= -FLT_MAX):       # NaN or -inf maxima (NaN: min is NaN)
+            bad = xp.logical_not(mx >= -FLT_MAX)
+            xp.copyto(mx, -FLT_MAX, where=bad)
+        if with_index:
+            idx = pool.index[n0:n0 + m]
+            self._keys(r, ir, mp, idx.reshape(lp, ho, wo), n0, m)
+            if bad is not None:
+                xp.copyto(idx, np.intp(n0 * pool.image), where=bad)
+        return bad
+
+    def _row_pass(self, p, pj, r, count):
+        """r = max over the kernel rows per column (phase pj); count = first row offset."""
+        xp, ho = self.pool.xp, self.ho
+        (pi0, _), rest = self.rows[0], self.rows[1:]
+        if rest and rest[0][1] == 0:              # two full-range offsets: one pass
+            xp.fmax(p[pi0, pj], p[rest[0][0], pj], out=r)
+            later = rest[1:]
+        else:
+            xp.copyto(r, p[pi0, pj])
+            later = rest
+        for pi, a in later:
+            d = r[:, :ho - a]
+            xp.fmax(d, p[pi, pj][:, a:], out=d)
+        if count is None:
+            return
+        if not rest:
+            count.fill(0)
+            return
+        miss = self._buf("miss", r.shape, bool)
+        hit = self._buf("hit", r.shape, bool)
+        xp.not_equal(p[pi0, pj], r, out=miss)
+        xp.copyto(count, miss, casting="unsafe")
+        # rows past a shifted offset's range keep their miss flag: a window whose max is
+        # finite found it at an earlier (valid) offset, as the valid offsets are a prefix
+        for pi, a in rest[:-1]:
+            mm, hh = miss[:, :ho - a], hit[:, :ho - a]
+            xp.equal(p[pi, pj][:, a:], r[:, :ho - a], out=hh)
+            xp.greater(mm, hh, out=mm)            # still missing: miss and not hit
+            xp.add(count, miss, out=count, casting="unsafe")
+
+    def _column_max(self, r, mp):
+        """mp = max over the kernel columns of the row maxima (padding columns: garbage)."""
+        xp = self.pool.xp
+        n = mp.size
+        flat = mp.reshape(-1)
+        rf = r.reshape(r.shape[0], -1)
+        (_, pj0, _), rest = self.cols[0], self.cols[1:]
+        xp.copyto(flat, rf[pj0])
+        for _, pj, b in rest:
+            d = flat[:n - b]
+            xp.fmax(d, rf[pj][b:], out=d)
+
+    def _keys(self, r, ir, mp, idx, n0, m):
+        """idx = base + smallest key i * W + j of the window columns holding the max."""
+        pool, xp = self.pool, self.pool.xp
+        n = mp.size
+        kt = self.ktype
+        big, width = kt(pool.big), kt(pool.width)
+        kp = self._buf("kp", ir.shape, kt)        # i * W + pj - big per column phase
+        for pj in range(self.sw):
+            xp.multiply(ir[pj], width, out=kp[pj], casting="unsafe")
+            kp[pj] += kt(pj) - big
+        best = self._buf("best", mp.shape, kt)
+        tmp = self._buf("tmp", (n,), kt)
+        eq = self._buf("eq", (n,), bool)
+        bf, mf = best.reshape(-1), mp.reshape(-1)
+        rf, kf = r.reshape(r.shape[0], -1), kp.reshape(kp.shape[0], -1)
+        for c, (j, pj, b) in enumerate(self.cols):
+            e, k = eq[:n - b], tmp[:n - b]
+            xp.equal(rf[pj][b:], mf[:n - b], out=e)
+            if b:
+                xp.add(kf[pj][b:], kt(j - pj), out=k)
+                xp.multiply(k, e, out=k)
+            else:
+                xp.multiply(kf[pj], e, out=k)
+            if c == 0:
+                xp.copyto(bf, k)
+            else:
+                xp.minimum(bf[:n - b], k, out=bf[:n - b])
+        xp.add(best[..., :self.wo], self._base(n0, m).reshape(idx.shape), out=idx)
+
+    def _base(self, n0, m):
+        """pool.base + big for images n0 .. n0 + m (every chunk's, kept: one pass less)."""
+        full = self.bufs.get("base")
+        if full is None:
+            n = self.pool.shape[0]
+            nb = self.pool.base_big.shape[0]
+            full = self.bufs["base"] = self.pool.xp.empty((n,) + self.pool.base_big.shape[1:],
+                                                          np.intp)
+            for c0 in range(0, n, nb):
+                c1 = min(n, c0 + nb)
+                xp_add = self.pool.xp.add
+                xp_add(self.pool.base_big[:c1 - c0], np.intp(c0 * self.pool.image),
+                       out=full[c0:c1])
+        return full[n0:n0 + m]

@@ -107,12 +107,15 @@ def run(engine, x, w, b, dy, out, want_x=True):
     return y, dw, db, dx
 
 
+@pytest.mark.parametrize("direct", [True, False])
 @pytest.mark.parametrize("fast", [True, False])
 @pytest.mark.parametrize("batch_inner", [False, True])
 @pytest.mark.parametrize("args", CONV)
-def test_row_engine_matches_the_column_engine(args, batch_inner, fast):
+def test_row_engine_matches_the_column_engine(args, batch_inner, fast, direct):
     row, ref, out = engines(args, batch_inner=batch_inner)
+    assert row.direct == (not batch_inner)      # forward GEMMs straight into the NCHW top
     row.fast = row.fast and fast                # False: the batched-matmul fallback
+    row.direct = row.direct and direct          # False: (oh, M, q) GEMMs and a reorder
     num, c, spatial, m, kernel = args[:5]
     x, w = rand(num, c, *spatial), rand(m, c // args[-1], *kernel, seed=2)
     b, dy = rand(m, seed=3), rand(num, m, *out, seed=4)
@@ -239,6 +242,54 @@ def test_max_pool_nan_and_infinities_follow_caffe():
     pool.route(pool.index, np.ones(top.shape), dx)
     assert dx[0, 0, 0:3, 0:3].sum() == 0 and dx[0, 1, 0:3, 3:6].sum() == 0
     assert dx[0, 1, 4, 4] == 1
+
+
+PHASE_POOLS = [  # pad 0, H == sh * Ho, W == sw * Wo: the stride-phase layout (PhaseMax)
+    ((5, 3, 12, 12), (3, 3), (2, 2)),     # CIFAR's pool1 geometry: overlapping, clipped edge
+    ((5, 2, 12, 12), (2, 2), (2, 2)),     # LeNet's: disjoint windows
+    ((3, 2, 9, 12), (5, 4), (3, 3)),      # shifts by one row / column, kernel wider than stride
+    ((4, 2, 8, 9), (3, 3), (2, 3)),       # different strides per axis
+    ((2, 2, 6, 6), (2, 3), (2, 3)),
+]
+
+
+@pytest.mark.parametrize("chunk_images", [1, 2, 100])
+@pytest.mark.parametrize("data", ["random", "ties", "special"])
+@pytest.mark.parametrize("shape,k,s", PHASE_POOLS)
+def test_phase_max_pool_matches_caffe_loop(monkeypatch, shape, k, s, data, chunk_images):
+    n, c, h, w = shape
+    monkeypatch.setattr(SeparablePool, "CHUNK_ELEMENTS", chunk_images * c * h * w)
+    x = rand(*shape, seed=11)
+    if data == "ties":                        # many tied maxima, within and across columns
+        x = np.round(x * 0.7)
+    elif data == "special":                   # NaN never wins, all-NaN / all -inf windows
+        x = np.round(x * 0.7)
+        x[0, 0, :k[0], :k[1]] = np.nan
+        x[-1, -1, -k[0]:, -k[1]:] = -np.inf
+        x[0, -1, 1, 1] = np.inf
+        x[-1, 0, h - 1, w - 1] = np.nan
+    out = out_shape(shape, k, s, (0, 0))
+    for dtype in (np.float64, np.float32):
+        xd = x.astype(dtype)
+        pool = SeparablePool(np, dtype, shape, k, s, (0, 0), out)
+        assert pool.phase is not None
+        top = np.empty(shape[:2] + out, dtype)
+        pool.max(xd, top, with_index=True)
+        want_top, want_mask = ref_max_pool(xd.astype(np.float64), k, s, (0, 0), out)
+        np.testing.assert_array_equal(top, want_top.astype(dtype))
+        mask = np.empty(top.shape)
+        pool.mask(pool.index, mask)
+        np.testing.assert_array_equal(mask, want_mask)
+        index = pool.index.copy()
+        np.testing.assert_array_equal(pool.argmax(xd), index)
+        # the values-only pass gives the same top, also into a non-contiguous top
+        top2 = np.empty_like(top)
+        pool.max(xd, top2, with_index=False)
+        np.testing.assert_array_equal(top2, top)
+        top3 = np.empty(shape[:2] + (out[0], 2 * out[1]), dtype)[..., ::2]
+        pool.max(xd, top3, with_index=True)
+        np.testing.assert_array_equal(top3, top)
+        np.testing.assert_array_equal(pool.index, index)
 
 
 def ref_ave_pool(x, k, s, p, out):
