@@ -206,6 +206,22 @@ class Transformer:
 _GRAY_WEIGHTS = np.array([0.2125, 0.7154, 0.0721])  # scikit-image's rgb2gray
 
 
+def image_transformer(net, mean=None, input_scale=None, raw_scale=None, channel_swap=None):
+    """The Transformer Classifier and Detector use: HxWxK images into the net's first input."""
+    in_ = net.inputs[0]
+    t = Transformer({in_: net.blobs[in_].data.shape})
+    t.set_transpose(in_, (2, 0, 1))
+    if mean is not None:
+        t.set_mean(in_, mean)
+    if input_scale is not None:
+        t.set_input_scale(in_, input_scale)
+    if raw_scale is not None:
+        t.set_raw_scale(in_, raw_scale)
+    if channel_swap is not None:
+        t.set_channel_swap(in_, channel_swap)
+    return t
+
+
 def _as_float(arr):
     """scikit-image's img_as_float: integers scaled to [0, 1] by their type's maximum."""
     if arr.dtype == bool:
