@@ -64,6 +64,17 @@ def parse_flags(argv, spec):
     return flags, positional
 
 
+def parse_solver_tool_args(argv, spec, doc, usage):
+    """Flags and the one SOLVER.prototxt of a solver tool; None when -help printed the usage."""
+    flags, args = parse_flags(argv, spec)
+    if flags.get("help"):
+        print(doc.strip() + "\n\n" + usage)
+        return None
+    if len(args) != 1:
+        raise UsageError("expected one SOLVER.prototxt, got %d arguments" % len(args))
+    return flags, args[0]
+
+
 def run_tool(body, argv, usage):
     """Run ``body(argv)``; errors print a message and give exit code 1."""
     try:

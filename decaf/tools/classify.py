@@ -69,6 +69,20 @@ def set_mode(gpu):
         print("CPU mode")
 
 
+def add_preprocessing_args(p, mean_dims):
+    """The image preprocessing flags classify.py and detect.py share (pycaffe's names)."""
+    p.add_argument("--mean_file", default=caffe_path(DEFAULT_MEAN),
+                   help="Data set image mean of %s dimensions (numpy array). Set to '' for no "
+                        "mean subtraction." % mean_dims)
+    p.add_argument("--input_scale", type=float,
+                   help="Multiply input features by this scale to finish preprocessing.")
+    p.add_argument("--raw_scale", type=float, default=255.0,
+                   help="Multiply raw input by this scale before preprocessing.")
+    p.add_argument("--channel_swap", default="2,1,0",
+                   help="Order to permute input channels. The default converts RGB -> BGR "
+                        "since BGR is the Caffe default by way of OpenCV.")
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="decaf classify", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -84,16 +98,7 @@ def parse_args(argv):
                         "predictions across crops (default).")
     p.add_argument("--images_dim", default="256,256",
                    help="Canonical 'height,width' dimensions of input images.")
-    p.add_argument("--mean_file", default=caffe_path(DEFAULT_MEAN),
-                   help="Data set image mean of [Channels x Height x Width] dimensions (numpy "
-                        "array). Set to '' for no mean subtraction.")
-    p.add_argument("--input_scale", type=float,
-                   help="Multiply input features by this scale to finish preprocessing.")
-    p.add_argument("--raw_scale", type=float, default=255.0,
-                   help="Multiply raw input by this scale before preprocessing.")
-    p.add_argument("--channel_swap", default="2,1,0",
-                   help="Order to permute input channels. The default converts RGB -> BGR "
-                        "since BGR is the Caffe default by way of OpenCV.")
+    add_preprocessing_args(p, "[Channels x Height x Width]")
     p.add_argument("--ext", default="jpg",
                    help="Image file extension to take as input when a directory is given as "
                         "the input file.")

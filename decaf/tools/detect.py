@@ -18,8 +18,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .classify import (DEFAULT_MEAN, DEFAULT_MODEL, DEFAULT_WEIGHTS, caffe_path, load_mean,
-                       require_file, set_mode)
+from .classify import (DEFAULT_MODEL, DEFAULT_WEIGHTS, add_preprocessing_args, caffe_path,
+                       load_mean, require_file, set_mode)
 
 CROP_MODES = ["list", "selective_search"]
 COORD_COLS = ["ymin", "xmin", "ymax", "xmax"]
@@ -39,16 +39,7 @@ def parse_args(argv):
     p.add_argument("--crop_mode", default="selective_search", choices=CROP_MODES,
                    help="How to generate windows for detection.")
     p.add_argument("--gpu", action="store_true", help="Switch for gpu computation.")
-    p.add_argument("--mean_file", default=caffe_path(DEFAULT_MEAN),
-                   help="Data set image mean of H x W x K dimensions (numpy array). Set to '' "
-                        "for no mean subtraction.")
-    p.add_argument("--input_scale", type=float,
-                   help="Multiply input features by this scale to finish preprocessing.")
-    p.add_argument("--raw_scale", type=float, default=255.0,
-                   help="Multiply raw input by this scale before preprocessing.")
-    p.add_argument("--channel_swap", default="2,1,0",
-                   help="Order to permute input channels. The default converts RGB -> BGR "
-                        "since BGR is the Caffe default by way of OpenCV.")
+    add_preprocessing_args(p, "H x W x K")
     p.add_argument("--context_pad", type=int, default=16,
                    help="Amount of surrounding context to collect in input window.")
     return p.parse_args(argv)

@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 from .. import glog as log
-from ..data.cli import UsageError, parse_flags, run_tool
+from ..data.cli import UsageError, parse_solver_tool_args, run_tool
 
 USAGE = ("Explain one solver update, parameter by parameter\n"
          "Usage:\n"
@@ -251,17 +251,15 @@ SPEC = {"weights": "", "snapshot": "", "inputs": "", "level": 0, "stage": "", "g
 
 
 def _run(argv):
-    flags, args = parse_flags(argv, SPEC)
-    if flags["help"]:
-        print(__doc__.strip() + "\n\n" + USAGE)
+    parsed = parse_solver_tool_args(argv, SPEC, __doc__, USAGE)
+    if parsed is None:
         return 0
-    if len(args) != 1:
-        raise UsageError("expected one SOLVER.prototxt, got %d arguments" % len(args))
+    flags, solver_file = parsed
     level = log.min_level()
     if not flags["verbose"]:
         log.init_log(max(level, log.WARNING))
     try:
-        solver = build_solver(args[0], flags)
+        solver = build_solver(solver_file, flags)
         unfed = feed_inputs(solver.net, flags["inputs"])
         if unfed:
             log.warning("net inputs %s are not filled by a data layer: they hold zeros"

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 from .. import glog as log, solvers
-from ..data.cli import UsageError, parse_flags, run_tool
+from ..data.cli import UsageError, parse_solver_tool_args, run_tool
 
 USAGE = ("Plot the learning rate schedule of a solver\n"
          "Usage:\n"
@@ -123,22 +123,21 @@ def plot(param, iters, rates, path, logscale=False):
 
 def _run(argv):
     from ..solver import read_solver_param
-    flags, args = parse_flags(argv, {"o": "", "max_iter": 0, "log": False, "help": False})
-    if flags["help"]:
-        print(__doc__.strip() + "\n\n" + USAGE)
+    parsed = parse_solver_tool_args(argv, {"o": "", "max_iter": 0, "log": False, "help": False},
+                                    __doc__, USAGE)
+    if parsed is None:
         return 0
-    if len(args) != 1:
-        raise UsageError("expected one SOLVER.prototxt, got %d arguments" % len(args))
+    flags, solver_file = parsed
     level = log.min_level()
     log.init_log(max(level, log.WARNING))     # no "snapshot_prefix was not specified" noise
     try:
-        param = read_solver_param(args[0])
+        param = read_solver_param(solver_file)
     finally:
         log.init_log(level)
     iters, rates, _ = schedule(param, flags["max_iter"] or None)
     for line in summary(param, iters, rates):
         print(line)
-    out = flags["o"] or os.path.splitext(os.path.basename(args[0]))[0] + "_lr.png"
+    out = flags["o"] or os.path.splitext(os.path.basename(solver_file))[0] + "_lr.png"
     plot(param, iters, rates, out, flags["log"])
     print("wrote " + out)
     return 0
