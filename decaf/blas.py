@@ -2,19 +2,24 @@
 
 NumPy's ``matmul`` always overwrites its output (BLAS ``beta = 0``). Caffe accumulates parameter
 gradients with ``beta = 1``; doing that as ``c += a @ b`` costs a temporary and an extra pass over
-``c``. When SciPy is installed its BLAS wrappers take ``beta`` and write into ``c`` in place, so
-the accumulation is one BLAS call with no temporary; without SciPy (or for CuPy arrays) the
-product is computed and added.
+``c``.  Two BLAS take ``beta`` and write into ``c`` in place:
 
-SciPy ships its own OpenBLAS, with its own thread pool.  When BLAS runs multi-threaded, two pools
-of spinning threads on the same cores slow every call down many times over, so SciPy's BLAS is
-used only when OpenBLAS is configured for one thread (OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS or
-OMP_NUM_THREADS = 1, read in OpenBLAS's order, or a single CPU); otherwise everything goes
-through NumPy's BLAS.
+* SciPy's wrappers, over the OpenBLAS SciPy ships.  That library keeps its own thread pool, and
+  two pools of spinning threads on the same cores slow every call down many times over, so it is
+  used only when OpenBLAS is configured for one thread (OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS or
+  OMP_NUM_THREADS = 1, read in OpenBLAS's order, or a single CPU).  It is the first choice then:
+  on the narrow weight-gradient shapes of convolutions (K x 32 results) it runs 5-15 % faster
+  than the OpenBLAS NumPy bundles (benchmarks/NOTES.md).
+* the cblas of NumPy's own OpenBLAS (decaf.cblas: any strides, one thread pool), at any thread
+  count.
+
+Otherwise (and for CuPy arrays) the product is computed and added.
 """
 import os
 
 import numpy as np
+
+from . import cblas
 
 try:  # BLAS with beta = 1 accumulates without a temporary
     from scipy.linalg import blas as _scipy_blas
@@ -35,7 +40,9 @@ def blas_threads():
 
 
 _blas = _scipy_blas if blas_threads() == 1 else None
-HAVE_BETA_GEMM = _blas is not None
+# decaf.cblas (NumPy's own BLAS) where SciPy's is not used; set False to keep to SciPy / NumPy
+_use_cblas = True
+HAVE_BETA_GEMM = cblas.available(np.float32) or _blas is not None
 
 
 def _f_operand(m):
@@ -49,6 +56,11 @@ def _f_operand(m):
 
 def can_accumulate(a, b, c):
     """True when ``gemm_accumulate(a, b, c)`` runs as a single in-place BLAS call."""
+    if (_blas is None and _use_cblas and type(c) is np.ndarray and c.flags.c_contiguous
+            and c.size > 0 and cblas.available(c.dtype) and a.dtype == c.dtype
+            and b.dtype == c.dtype and (a.flags.c_contiguous or a.flags.f_contiguous)
+            and (b.flags.c_contiguous or b.flags.f_contiguous)):
+        return True
     return (_blas is not None and type(c) is np.ndarray and c.flags.c_contiguous
             and c.dtype in (np.float32, np.float64) and a.dtype == c.dtype
             and b.dtype == c.dtype and c.size > 0
@@ -60,8 +72,11 @@ def gemm_accumulate(a, b, c):
     """c += a @ b for 2-D arrays, in place (Caffe's gemm with beta = 1).
 
     NumPy float32/float64 arrays go through BLAS ?gemm with beta = 1 (no temporary); other
-    arrays (CuPy, odd strides) compute the product, then add it.
+    arrays (CuPy, odd strides) compute the product, then add it.  With decaf.cblas any operands
+    with one unit stride each are taken in place, strided windows of bigger buffers included.
     """
+    if _blas is None and _use_cblas and type(c) is np.ndarray and cblas.gemm(a, b, c, 1.0, 1.0):
+        return c
     if can_accumulate(a, b, c):
         gemm = _blas.sgemm if c.dtype == np.float32 else _blas.dgemm
         # Row-major c (m x n) is column-major c^T, and c^T += b^T a^T. Hand BLAS each operand
@@ -89,6 +104,8 @@ def axpy(a, x, y):
     Returns False, doing nothing, when BLAS cannot take the arrays (no SciPy, CuPy, other
     dtypes, non-contiguous): the caller then uses its NumPy form.
     """
+    if _blas is None and _use_cblas and cblas.axpy(a, x, y):
+        return True
     if (_blas is None or type(y) is not np.ndarray or type(x) is not np.ndarray
             or y.dtype not in (np.float32, np.float64) or x.dtype != y.dtype
             or not (x.flags.c_contiguous and y.flags.c_contiguous) or x.size != y.size

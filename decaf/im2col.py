@@ -12,6 +12,8 @@ import itertools
 
 import numpy as np
 
+from . import cblas
+
 
 def _trunc_div(a, b):
     """C integer division (rounds toward zero), as Caffe's int arithmetic does."""
@@ -216,7 +218,7 @@ class RowIm2Col:
     """
 
     def __init__(self, channels, spatial, kernel, stride, pad, group, nb, dtype, xp=np,
-                 out_spatial=None, batch_inner=False):
+                 out_spatial=None, batch_inner=False, bias_row=False):
         self.channels, self.group = int(channels), int(group)
         self.cg = self.channels // self.group
         (self.h, self.w), (self.kh, self.kw) = tuple(spatial), tuple(kernel)
@@ -225,7 +227,13 @@ class RowIm2Col:
             out_spatial = conv_output_shape(spatial, kernel, stride, pad, (1, 1))
         self.oh, self.ow = out_spatial
         self.hu = (self.oh - 1) * self.sh + self.kh
-        self.k = self.kh * self.cg * self.kw
+        # bias_row: every padded row h of z ends with a row of ones, so that each column matrix
+        # Z[oy] carries kh ones rows: a GEMM then adds the bias (its weight column) and sums
+        # the top diff (db) along with the products, with no pass of its own
+        self.bias_row = bool(bias_row)
+        self.rk = self.cg * self.kw + self.bias_row      # rows of z per padded row h
+        self.k = self.kh * self.rk
+        self._ones_for = None
         self.nb, self.xp, self.dtype = int(nb), xp, np.dtype(dtype)
         self.batch_inner = bool(batch_inner)
         # padded rows [r0, r1) of z hold image rows [r0 - ph, r1 - ph)
@@ -246,12 +254,22 @@ class RowIm2Col:
 
     def per_image(self):
         """Elements of ``z`` per image."""
-        return self.group * self.hu * self.cg * self.kw * self.ow
+        return self.group * self.hu * self.rk * self.ow
 
     def shape(self, nb):
-        """The shape of ``z`` for ``nb`` images."""
+        """The shape of ``z`` for ``nb`` images: (G, Hu, Cg, kw, ...), or (G, Hu, Cg*kw + 1,
+        ...) with ``bias_row`` (then ``data`` is the (G, Hu, Cg, kw, ...) part)."""
         last = (self.ow, nb) if self.batch_inner else (nb, self.ow)
+        if self.bias_row:
+            return (self.group, self.hu, self.rk) + last
         return (self.group, self.hu, self.cg, self.kw) + last
+
+    def data(self, z):
+        """The image rows of ``z`` (without the ones rows), as (G, Hu, Cg, kw, ...)."""
+        if not self.bias_row:
+            return z
+        part = z[:, :, :self.rk - 1]
+        return part.reshape(part.shape[:2] + (self.cg, self.kw) + part.shape[3:])
 
     def _grow(self, attr, nb, per_image):
         """A flat buffer with room for ``nb`` images; cleared whenever ``nb`` changes (the zero
@@ -268,8 +286,13 @@ class RowIm2Col:
         return buf[:size]
 
     def buffer(self, nb):
-        """The column buffer for ``nb`` images; its zero cells are kept between builds."""
-        return self._grow("_z", nb, self.per_image()).reshape(self.shape(nb))
+        """The column buffer for ``nb`` images; its zero cells (and ones rows) are kept
+        between builds."""
+        z = self._grow("_z", nb, self.per_image()).reshape(self.shape(nb))
+        if self.bias_row and self._ones_for != (id(self._z), nb):
+            z[:, :, -1] = 1
+            self._ones_for = (id(self._z), nb)
+        return z
 
     def _image(self, nb):
         """batch_inner: the zero-bordered transposed image (C, Hz, Wz, nb)."""
@@ -296,20 +319,22 @@ class RowIm2Col:
     def build(self, x):
         """Fill the buffer from ``x`` (nb, C, H, W); return it."""
         nb = x.shape[0]
-        z = self.buffer(nb)
+        full = self.buffer(nb)
+        z = self.data(full)
         if self.batch_inner:
             img = self._image(nb)
-            self._interior(img)[...] = x.transpose(1, 2, 3, 0)
+            self._interior(img)[...] = self.transposed(x)
             for j in range(self.kw):
                 z[:, :, :, j] = self._columns(img, j)
-            return z
+            return full
         for j, lo, hi, w0 in self.cols:
             z[:, self.r0:self.r1, :, j, :, lo:hi] = self._image_view(x, j, lo, hi, w0)
-        return z
+        return full
 
     def fold(self, dz, dx):
         """The adjoint of ``build``: overwrite ``dx`` (nb, C, H, W) with the sums of ``dz``."""
         xp = self.xp
+        dz = self.data(dz)
         if self.batch_inner:
             nb = dx.shape[0]
             size = self.channels * self.hz * self.wz * nb
@@ -318,13 +343,45 @@ class RowIm2Col:
             for j in range(self.kw):
                 dst = self._columns(img, j)
                 xp.add(dst, dz[:, :, :, j], out=dst)
-            dx[...] = self._interior(img).transpose(3, 0, 1, 2)
+            self.untransposed(self._interior(img), dx)
             return dx
         dx[...] = 0
         for j, lo, hi, w0 in self.cols:
             dst = self._image_view(dx, j, lo, hi, w0)
             xp.add(dst, dz[:, self.r0:self.r1, :, j, :, lo:hi], out=dst)
         return dx
+
+    def transposed(self, x):
+        """x (nb, C, H, W) as (C, H, W, nb), contiguous (scratch of this plan): one 2-D
+        transpose, by OpenBLAS's omatcopy for NumPy arrays (decaf.cblas)."""
+        nb = x.shape[0]
+        flat = x.reshape(nb, -1)
+        out = self._scratch("_xt", flat.size).reshape(flat.shape[1], nb)
+        if self.xp is np:
+
+            cblas.transpose(flat, out)
+        else:
+            out[...] = flat.T
+        return out.reshape(x.shape[1:] + (nb,))
+
+    def untransposed(self, src, dx):
+        """dx (nb, C, H, W) = src (C, H, W, nb), the inverse of ``transposed``."""
+        nb = dx.shape[0]
+        if self.xp is np and dx.flags.c_contiguous:
+
+            t = self._scratch("_xt", src.size).reshape(src.shape)
+            t[...] = src
+            cblas.transpose(t.reshape(-1, nb), dx.reshape(nb, -1))
+        else:
+            dx[...] = src.transpose(3, 0, 1, 2)
+        return dx
+
+    def _scratch(self, attr, size):
+        buf = getattr(self, attr, None)
+        if buf is None or buf.size < size:
+            buf = self.xp.empty(size, dtype=self.dtype)
+            setattr(self, attr, buf)
+        return buf[:size]
 
     def _fold_buffer(self, size):
         buf = getattr(self, "_fold", None)
@@ -357,22 +414,22 @@ class RowIm2Col:
     def row_views(self, z, g):
         """(oh, K, nb*ow) strided view: entry oy is the column matrix of output row oy."""
         zg = z[g]
-        q = z.shape[4] * z.shape[5]
+        q = z.shape[-2] * z.shape[-1]
         it = zg.itemsize
         shape = (self.oh, self.k, q)
-        strides = (self.sh * self.cg * self.kw * q * it, q * it, it)
+        strides = (self.sh * self.rk * q * it, q * it, it)
         return _as_strided(self.xp, zg, shape, strides)
 
     def row_block(self, dz, g, oy):
         """The contiguous (K, nb*ow) block of ``dz`` that output row ``oy`` reads."""
-        q = dz.shape[4] * dz.shape[5]
+        q = dz.shape[-2] * dz.shape[-1]
         return dz[g, oy * self.sh:oy * self.sh + self.kh].reshape(self.k, q)
 
     def image_views(self, z, g):
         """(oh, nb, K, ow) strided view (``batch_inner=False``): entry [oy, n] is the column
         matrix of output row oy of image n, the columns n*ow .. n*ow + ow of row_views[oy]."""
         rv = self.row_views(z, g)
-        nb, it = z.shape[4], z.itemsize
+        nb, it = z.shape[-2], z.itemsize
         shape = (self.oh, nb, self.k, self.ow)
         strides = (rv.strides[0], self.ow * it, rv.strides[1], it)
         return _as_strided(self.xp, z[g], shape, strides)

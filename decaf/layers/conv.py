@@ -10,6 +10,7 @@ import threading
 
 import numpy as np
 
+from .. import cblas
 from ..blas import can_accumulate, gemm_accumulate
 from ..filler import fill
 from ..im2col import Im2Col, RowIm2Col, conv_output_shape, deconv_output_shape
@@ -22,6 +23,9 @@ COL_BUFFER_ELEMENTS = 1 << 24
 # The width-only buffer of 2-D convolutions is kept about cache-sized: its chunks of images are
 # built and read by BLAS while they are still in cache (same total work, fewer memory trips).
 ROW_BUFFER_ELEMENTS = 1 << 20
+# The shifted-GEMM path (_RowConv.shift) keeps its zero-bordered image and GEMM rows of a chunk
+# of images about this size.
+SHIFT_BUFFER_ELEMENTS = 1 << 21
 
 # Column and GEMM scratch arrays live only within one forward/backward call, so all layers of a
 # thread share them (as one workspace), instead of each layer keeping its own.
@@ -185,10 +189,28 @@ class _RowConv:
     forward    Y[oy] = W' @ Z[oy]                          (M/group x nb*ow per output row)
     weights    dW'^T += Z[oy] @ dY[oy]^T                     (accumulated in a K x M/group array)
     data       dZ[oy] += W'^T @ dY[oy], then fold dZ into the bottom diff
-    (the beta = 1 GEMMs go through SciPy's BLAS in place when it is installed, else through a
-    batched matmul and a sum).  Y and dY are (oh, M, q) with q the columns of Z: moving them to
+    (the beta = 1 GEMMs go through decaf.blas in place when it has a BLAS to call, else through
+    a batched matmul and a sum).  Y and dY are (oh, M, q) with q the columns of Z: moving them to
     and from the (nb, M, oh, ow) blobs is one transposing copy each; the bias is added to Y
     first.  Chunks of images keep Z about cache-sized (ROW_BUFFER_ELEMENTS).
+
+    BLAS layout (``bi``: NumPy arrays, batch-innermost columns, decaf.cblas bound).  Y and dY
+    are kept as Yt (M, oh, q) per chunk: row oy of every channel is the (M x q) matrix
+    Yt[:, oy], leading dimension oh*q, which cblas reads and writes in place; (M*oh*ow, nb) is
+    then the NCHW chunk (nb, M*oh*ow) transposed, so moving Y and dY to and from the blobs is
+    one 2-D transpose each (OpenBLAS's omatcopy).  The bias is added to Yt, db is a GEMV of
+    dYt with ones (Caffe's bias_multiplier), and the bottom enters the row buffer through one
+    2-D transpose too.
+
+    Shifted GEMMs (``shift``: ``bi``, group 1, horizontal stride 1, kh*C >= 64): the chunk of the bottom is
+    copied once into a zero-bordered image I[h, c, x, n] (padded coordinates).  For kernel
+    column j the rows (i, c) of Z[oy] are then rows of I spaced evenly (I[oy*sh + i, c, j + ox,
+    n] sits at (i*C + c) * Wz*nb + (ox*nb + n) past I[oy*sh, 0, j, 0]), i.e. a strided matrix
+    BLAS reads in place, so Z is never built:
+    forward    Y[oy]  = sum_j W_j @ I_j[oy]                 (W_j = W[:, :, :, j] as M x kh*C)
+    data       dI_j[oy] += W_j^T @ dY[oy]                   (beta = 1 GEMMs straight into dI)
+    and the bottom diff is dI's interior.  The weight gradient keeps the Z form above, whose
+    (kh*C*kw x M) GEMMs run faster than kw narrower ones.
     """
 
     def __init__(self, xp, dtype, num, channels, in_spatial, num_output, geometry, group,
@@ -199,19 +221,26 @@ class _RowConv:
         self.cg = channels // group
         self.kh, self.kw = kernel
         self.oh, self.ow = out_spatial
+        self.h, self.w = in_spatial
+        (self.sh, _), (self.ph, self.pw) = stride, pad
         probe = RowIm2Col(channels, in_spatial, kernel, stride, pad, group, 1, dtype, xp,
                           out_spatial)
         limit = min(COL_BUFFER_ELEMENTS, ROW_BUFFER_ELEMENTS)
         most = int(max(1, min(num, limit // max(probe.per_image(), 1))))
         chunks = -(-num // most)
         self.nb = -(-num // chunks)          # equal chunks (the last one at most smaller)
-        # batch innermost unless the top is much larger than the bottom (then moving the GEMM
-        # results to the blob one value at a time would cost more than it saves)
+        gemm = cblas.raw_gemm(dtype) if xp is np else None
+        # batch innermost unless the top is much larger than the bottom (then the direct
+        # GEMMs into the NCHW top below cost less than moving a large top between layouts)
         if batch_inner is None:
             in_count = channels * in_spatial[0] * in_spatial[1]
             batch_inner = num_output * self.oh * self.ow <= 4 * in_count and self.nb > 1
+        # direct NCHW forward (below): the bias and db come out of the GEMMs through the ones
+        # rows of the buffer (RowIm2Col.bias_row) instead of a pass over the large top each
+        self.bias_row = xp is np and not batch_inner
         self.rows = RowIm2Col(channels, in_spatial, kernel, stride, pad, group, self.nb,
-                              dtype, xp, out_spatial, batch_inner=batch_inner)
+                              dtype, xp, out_spatial, batch_inner=batch_inner,
+                              bias_row=self.bias_row)
         self.k = self.rows.k
         self.wt = xp.empty((group, self.mg, self.k), dtype=dtype)     # W' (group, Mg, K)
         self.dwt = xp.empty((group, self.k, self.mg), dtype=dtype)    # dW'^T accumulator
@@ -219,25 +248,199 @@ class _RowConv:
         # forward GEMMs straight into the NCHW top when the columns are (n, ox) (NumPy: BLAS
         # takes the strided per-(row, image) operands as they are)
         self.direct = xp is np and not batch_inner
+        self.gemm = gemm if batch_inner else None
+        self.bi = self.gemm is not None
+        # shifted GEMMs need kh*C/group rows per GEMM to pay off (conv1's 15 rows do not)
+        self.shift = self.bi and group == 1 and stride[1] == 1 and self.kh * self.cg >= 64
+        self.hz, self.wz = self.rows.hz, self.rows.wz
+        per_image = self.hz * channels * self.wz + self.oh * num_output * self.ow
+        most = int(max(1, min(num, SHIFT_BUFFER_ELEMENTS // max(per_image, 1))))
+        chunks = -(-num // most)
+        self.nbs = -(-num // chunks)
+        self.wj = xp.empty((self.kw, self.m, self.kh * channels), dtype=dtype) \
+            if self.shift else None
+        self._images = {}
+        self._ones = None
 
-    def chunks(self):
-        for n0 in range(0, self.num, self.nb):
-            yield n0, min(n0 + self.nb, self.num)
+    def chunks(self, nb=None):
+        nb = nb or self.nb
+        for n0 in range(0, self.num, nb):
+            yield n0, min(n0 + nb, self.num)
 
-    def _weights(self, w):
+    def _weights(self, w, bias=None):
+        """W' (group, M/group, K); with bias rows, the weight of kernel row 0's ones row is
+        the bias (0 for the other kernel rows)."""
         g, mg, cg, kh, kw = self.group, self.mg, self.cg, self.kh, self.kw
-        self.wt.reshape(g, mg, kh, cg, kw)[...] = w.reshape(g, mg, cg, kh, kw) \
-            .transpose(0, 1, 3, 2, 4)
+        w5 = w.reshape(g, mg, cg, kh, kw).transpose(0, 1, 3, 2, 4)
+        if not self.bias_row:
+            self.wt.reshape(g, mg, kh, cg, kw)[...] = w5
+            return self.wt
+        wt4 = self.wt.reshape(g, mg, kh, self.rows.rk)
+        wt4[..., :-1] = w5.reshape(g, mg, kh, cg * kw)
+        wt4[..., -1] = 0
+        if bias is not None:
+            wt4[:, :, 0, -1] = bias.reshape(g, mg)
         return self.wt
+
+    def _weight_diff(self, dw, db):
+        """dw (+db) += the dW'^T accumulator (its ones rows hold db)."""
+        g, mg, cg, kh, kw = self.group, self.mg, self.cg, self.kh, self.kw
+        acc = self.dwt.reshape(g, kh, self.rows.rk, mg)
+        data = acc[:, :, :cg * kw] if self.bias_row else acc
+        dw.reshape(g, mg, cg, kh, kw)[...] += \
+            data.reshape(g, kh, cg, kw, mg).transpose(0, 4, 2, 1, 3)
+        if self.bias_row and db is not None:
+            db += acc[:, 0, -1].reshape(-1)
 
     def _rows_layout(self, name, nb):
         """Shared scratch of shape (oh, M, nb*ow) for Y or dY."""
         size = self.oh * self.m * nb * self.ow
         return scratch(self.xp, self.dtype, name, size).reshape(self.oh, self.m, nb * self.ow)
 
+    # -- BLAS layout (see the class docstring) -------------------------------------------------
+    def _yt(self, name, nb):
+        """Shared scratch Yt of shape (M, oh, nb*ow)."""
+        size = self.m * self.oh * nb * self.ow
+        return scratch(self.xp, self.dtype, name, size).reshape(self.m, self.oh, nb * self.ow)
+
+    def _to_yt(self, a, name):
+        """The NCHW chunk a (nb, M, oh, ow) as Yt (M, oh, ow*nb): one 2-D transpose."""
+        nb = a.shape[0]
+        yt = self._yt(name, nb)
+        cblas.transpose(a.reshape(nb, -1), yt.reshape(-1, nb))
+        return yt
+
+    def _from_yt(self, yt, out, bias=None):
+        """out (nb, M, oh, ow) = Yt (+ bias per channel, added to Yt first)."""
+        nb = out.shape[0]
+        if bias is not None:
+            yt.reshape(self.m, -1)[...] += bias.reshape(-1, 1)
+        if out.flags.c_contiguous:
+            cblas.transpose(yt.reshape(-1, nb), out.reshape(nb, -1))
+        else:
+            out[...] = yt.reshape(self.m, self.oh, self.ow, nb).transpose(3, 0, 1, 2)
+
+    def _bias_grad(self, dyt, db):
+        """db += dY summed over images and positions: a GEMV with ones, as Caffe."""
+        cols = dyt.size // self.m
+        if self._ones is None or self._ones.size < cols:
+            self._ones = np.ones(cols, self.dtype)
+        db += np.matmul(dyt.reshape(self.m, cols), self._ones[:cols])
+
+    def _shift_weights(self, w):
+        """W_j[m, i*C + c] = w[m, c, i, j], as (kw, M, kh*C)."""
+        self.wj.reshape(self.kw, self.m, self.kh, self.cg)[...] = w.transpose(3, 0, 2, 1)
+        return self.wj
+
+    def _shift_image(self, x):
+        """The chunk x (nb, C, H, W) in the zero-bordered image I (Hz, C, Wz, nb)."""
+        nb = x.shape[0]
+        img = self._images.get(nb)
+        if img is None:          # the border stays zero: only the interior is ever written
+            img = self._images[nb] = self.xp.zeros((self.hz, self.cg, self.wz, nb), self.dtype)
+        xt = self.rows.transposed(x)                 # (C, H, W, nb)
+        img[self.ph:self.ph + self.h, :, self.pw:self.pw + self.w] = xt.transpose(1, 0, 2, 3)
+        return img
+
+    def _bi_forward(self, x, w, bias, y):
+        gemm, m, it = self.gemm, self.m, self.dtype.itemsize
+        rm, nt = cblas.ROW_MAJOR, cblas.NO_TRANS
+        if self.shift:
+            kc = self.kh * self.cg
+            wb = self._shift_weights(w).ctypes.data
+        else:
+            wt = self._weights(w)
+        for n0, n1 in self.chunks(self.nbs if self.shift else self.nb):
+            nb = n1 - n0
+            q = self.ow * nb
+            yt = self._yt("gemm", nb)
+            yb, ldy = yt.ctypes.data, self.oh * q
+            if self.shift:
+                img = self._shift_image(x[n0:n1])
+                step, ld = self.sh * self.cg * self.wz * nb * it, self.wz * nb
+                ib = img.ctypes.data
+                for oy in range(self.oh):
+                    for j in range(self.kw):   # Y[oy] (+)= W_j @ I[oy*sh : +kh, :, j : j+ow]
+                        gemm(rm, nt, nt, m, q, kc, 1.0, wb + j * m * kc * it, kc,
+                             ib + oy * step + j * nb * it, ld, 1.0 if j else 0.0,
+                             yb + oy * q * it, ldy)
+            else:
+                z = self.rows.build(x[n0:n1])
+                k, mg = self.k, self.mg
+                for g in range(self.group):
+                    zr = self.rows.row_views(z, g)
+                    zb, zstep = zr.ctypes.data, zr.strides[0]
+                    for oy in range(self.oh):  # Y[g, oy] = W'_g @ Z[oy]
+                        gemm(rm, nt, nt, mg, q, k, 1.0, wt[g].ctypes.data, k,
+                             zb + oy * zstep, q, 0.0, yb + (g * mg * self.oh + oy) * q * it,
+                             ldy)
+            self._from_yt(yt, y[n0:n1], bias)
+
+    def _bi_backward(self, ydiff, x, w, dw, db, xdiff):
+        gemm, it, k, mg = self.gemm, self.dtype.itemsize, self.k, self.mg
+        rm, nt, tr = cblas.ROW_MAJOR, cblas.NO_TRANS, cblas.TRANS
+        wt = self._weights(w)
+        wj = self._shift_weights(w) if self.shift and xdiff is not None else None
+        if dw is not None:
+            self.dwt[...] = 0
+        for n0, n1 in self.chunks():
+            nb = n1 - n0
+            q = self.ow * nb
+            dyt = self._to_yt(ydiff[n0:n1], "gemm")
+            db_, ldy = dyt.ctypes.data, self.oh * q
+            if db is not None:
+                self._bias_grad(dyt, db)
+            if dw is not None:
+                z = self.rows.build(x[n0:n1])
+                for g in range(self.group):
+                    zr = self.rows.row_views(z, g)
+                    zb, zstep = zr.ctypes.data, zr.strides[0]
+                    dwb = self.dwt[g].ctypes.data
+                    for oy in range(self.oh):  # dW'^T_g += Z[oy] @ dY[g, oy]^T
+                        gemm(rm, nt, tr, k, mg, q, 1.0, zb + oy * zstep, q,
+                             db_ + (g * mg * self.oh + oy) * q * it, ldy, 1.0, dwb, mg)
+            if xdiff is None:
+                continue
+            if wj is not None:
+                self._shift_data_grad(wj, dyt, xdiff[n0:n1])
+                continue
+            rows = self.rows
+            dz = scratch(np, self.dtype, "col", rows.per_image() * nb).reshape(rows.shape(nb))
+            dz[...] = 0
+            for g in range(self.group):
+                zb = dz[g].ctypes.data
+                zstep = self.sh * self.cg * self.kw * q * it
+                for oy in range(self.oh):      # dZ[oy] += W'_g^T @ dY[g, oy] (overlapping)
+                    gemm(rm, tr, nt, k, q, mg, 1.0, wt[g].ctypes.data, k,
+                         db_ + (g * mg * self.oh + oy) * q * it, ldy, 1.0, zb + oy * zstep, q)
+            rows.fold(dz, xdiff[n0:n1])
+        if dw is not None:
+            self._weight_diff(dw, None)
+
+    def _shift_data_grad(self, wj, dyt, xdiff):
+        gemm, m, kc, it = self.gemm, self.m, self.kh * self.cg, self.dtype.itemsize
+        nb = xdiff.shape[0]
+        q = self.ow * nb
+        size = self.hz * self.cg * self.wz * nb
+        gimg = scratch(self.xp, self.dtype, "shift_grad", size)
+        gimg[...] = 0
+        step, ld, ldy = self.sh * self.cg * self.wz * nb * it, self.wz * nb, self.oh * q
+        gb, db, wb = gimg.ctypes.data, dyt.ctypes.data, wj.ctypes.data
+        for oy in range(self.oh):
+            for j in range(self.kw):           # dI[oy*sh : +kh, :, j : j+ow] += W_j^T @ dY[oy]
+                gemm(cblas.ROW_MAJOR, cblas.TRANS, cblas.NO_TRANS, kc, q, m, 1.0,
+                     wb + j * m * kc * it, kc, db + oy * q * it, ldy, 1.0,
+                     gb + oy * step + j * nb * it, ld)
+        gimg = gimg.reshape(self.hz, self.cg, self.wz, nb)
+        self.rows.untransposed(gimg[self.ph:self.ph + self.h, :, self.pw:self.pw + self.w]
+                               .transpose(1, 0, 2, 3), xdiff)
+
+    # -- both layouts ---------------------------------------------------------------------------
     def forward(self, x, w, bias, y):
         """y = W (*) x + b for x (num, C, H, W), y (num, M, oh, ow)."""
-        xp, wt = self.xp, self._weights(w)
+        if self.bi:
+            return self._bi_forward(x, w, bias, y)
+        xp, wt = self.xp, self._weights(w, bias if self.direct else None)
         for n0, n1 in self.chunks():
             nb = n1 - n0
             z = self.rows.build(x[n0:n1])
@@ -247,7 +450,7 @@ class _RowConv:
                 for g in range(self.group):
                     yg = y[n0:n1, g * self.mg:(g + 1) * self.mg].transpose(2, 0, 1, 3)
                     xp.matmul(wt[g], self.rows.image_views(z, g), out=yg)
-                if bias is not None:
+                if bias is not None and not self.bias_row:
                     y[n0:n1] += bias.reshape(1, -1, 1, 1)
                 continue
             y3 = self._rows_layout("gemm", nb)
@@ -262,23 +465,24 @@ class _RowConv:
             if db is not None:
                 db += ydiff.sum(axis=(0, 2, 3))
             return
+        if self.bi:
+            return self._bi_backward(ydiff, x, w, dw, db, xdiff)
         wt = self._weights(w)
         if dw is not None:
             self.dwt[...] = 0
+        db_from_gemm = self.bias_row and dw is not None
         for n0, n1 in self.chunks():
             nb = n1 - n0
             dy3 = self._rows_layout("gemm", nb)
             self.rows.to_row_order(ydiff[n0:n1], dy3)
-            if db is not None:
+            if db is not None and not db_from_gemm:
                 db += dy3.sum(axis=2).sum(axis=0)
             if dw is not None:
                 self._weight_grad(self.rows.build(x[n0:n1]), dy3)
             if xdiff is not None:
                 self._data_grad(wt, dy3, xdiff[n0:n1])
         if dw is not None:
-            g, mg, cg, kh, kw = self.group, self.mg, self.cg, self.kh, self.kw
-            dw.reshape(g, mg, cg, kh, kw)[...] += \
-                self.dwt.reshape(g, kh, cg, kw, mg).transpose(0, 4, 2, 1, 3)
+            self._weight_diff(dw, db)
 
     def _weight_grad(self, z, dy3):
         xp = self.xp
