@@ -86,6 +86,10 @@ CONV = [  # num, channels, (H, W), num_output, kernel, stride, pad, group
     (2, 3, (8, 8), 2, (5, 5), (1, 1), (2, 2), 1),
     (5, 2, (5, 7), 3, (2, 3), (3, 2), (0, 2), 1),
     (2, 6, (4, 4), 6, (3, 3), (1, 1), (1, 1), 3),
+    # wide enough for the shifted GEMMs with the default SHIFT_MIN_ROWS (kh * C >= 64)
+    (3, 16, (6, 5), 5, (5, 5), (1, 1), (2, 2), 1),
+    (4, 24, (7, 6), 6, (3, 3), (2, 1), (1, 1), 1),
+    (2, 32, (5, 7), 4, (2, 4), (1, 1), (0, 3), 1),
 ]
 
 
@@ -109,11 +113,31 @@ def run(engine, x, w, b, dy, out, want_x=True):
 
 @pytest.mark.parametrize("direct", [True, False])
 @pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("blas", ["default", "off", "shift_all"])
 @pytest.mark.parametrize("batch_inner", [False, True])
 @pytest.mark.parametrize("args", CONV)
-def test_row_engine_matches_the_column_engine(args, batch_inner, fast, direct):
-    row, ref, out = engines(args, batch_inner=batch_inner)
+def test_row_engine_matches_the_column_engine(monkeypatch, args, batch_inner, blas, fast,
+                                              direct):
+    """Every path of _RowConv against the column engine: (n, ox) columns with or without the
+    ones rows (bias_row), the blocked weight gradient, batch-innermost columns in the (oh, M, q)
+    layout, in the BLAS layout (bi) and with shifted GEMMs (shift; "shift_all" lowers
+    SHIFT_MIN_ROWS so that every group-1, horizontal-stride-1 case takes them)."""
+    if blas == "shift_all":
+        monkeypatch.setattr(conv_mod, "SHIFT_MIN_ROWS", 1)
+    kw = {"bias_row": False} if blas == "off" else {}
+    row, ref, out = engines(args, batch_inner=batch_inner, **kw)
     assert row.direct == (not batch_inner)      # forward GEMMs straight into the NCHW top
+    if not conv_mod.cblas.available(np.float64):
+        pytest.fail("decaf.cblas could not bind NumPy's BLAS on this machine")
+    if batch_inner:
+        assert row.bi
+        group, stride = args[-1], args[5]
+        wide = args[4][0] * args[1] // group >= conv_mod.SHIFT_MIN_ROWS
+        assert row.shift == (group == 1 and stride[1] == 1 and wide)
+    else:
+        assert row.bias_row == (blas != "off")
+    if blas == "off":
+        row.bi = row.shift = False              # the (oh, M, q) layout with NumPy reorders
     row.fast = row.fast and fast                # False: the batched-matmul fallback
     row.direct = row.direct and direct          # False: (oh, M, q) GEMMs and a reorder
     num, c, spatial, m, kernel = args[:5]
@@ -354,10 +378,12 @@ def test_axpy(dtype):
     assert not blas.axpy(dtype(0.5), x.T, y.T.copy().T)     # not contiguous: caller's job
 
 
-@pytest.mark.parametrize("with_blas", [True, False])
+@pytest.mark.parametrize("with_blas", ["scipy", "cblas", "none"])
 def test_sgd_update_and_regularize_in_place(monkeypatch, with_blas):
-    if not with_blas:
+    if with_blas != "scipy":
         monkeypatch.setattr(blas, "_blas", None)
+    if with_blas == "none":
+        monkeypatch.setattr(blas, "_use_cblas", False)
     w = rand(5, 3).astype(np.float32)
     g = rand(5, 3, seed=1).astype(np.float32)
     h = rand(5, 3, seed=2).astype(np.float32)
@@ -368,3 +394,111 @@ def test_sgd_update_and_regularize_in_place(monkeypatch, with_blas):
     solvers.sgd_update(g, h, 0.01, 0.9)
     np.testing.assert_allclose(h, want_h, rtol=1e-6)
     np.testing.assert_array_equal(g, h)
+
+
+# -- decaf.cblas: NumPy's own BLAS through ctypes ----------------------------------------------
+
+def test_cblas_binds_numpys_blas():
+    """The wheel's OpenBLAS is found and bound (a failure here means every fast path below
+    silently falls back to NumPy: the speed claims of benchmarks/ would not hold)."""
+    from decaf import cblas
+    assert cblas.available(np.float32) and cblas.available(np.float64)
+    assert not any("scipy.libs" in p for p in cblas._mapped_blas_libraries())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ta,tb,tc", list(itertools.product([False, True], repeat=3)))
+def test_cblas_gemm_strided_operands(dtype, ta, tb, tc):
+    """c = alpha a @ b + beta c on windows of larger buffers (lda, ldb, ldc > row length),
+    transposed views and a column-major c, exactly as NumPy computes it."""
+    from decaf import cblas
+    big_a, big_b = rand(9, 12).astype(dtype), rand(12, 10, seed=1).astype(dtype)
+    a = big_a[1:6, 2:9] if not ta else np.ascontiguousarray(big_a[2:9, 1:6]).T  # 5 x 7
+    b = big_b[2:9, 3:7] if not tb else big_b.T[3:7, 2:9].T
+    store = rand(8, 9, seed=2).astype(dtype)
+    c = store[1:6, 2:6] if not tc else store.T.copy()[2:6, 1:6].T
+    want = 0.5 * c + 2.0 * (a.astype(np.float64) @ b.astype(np.float64))
+    before = store.copy()
+    assert cblas.gemm(a, b, c, alpha=2.0, beta=0.5)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(c, want, rtol=tol, atol=tol)
+    if not tc:                                   # nothing outside the window was touched
+        mask = np.ones(store.shape, bool)
+        mask[1:6, 2:6] = False
+        np.testing.assert_array_equal(store[mask], before[mask])
+
+
+def test_cblas_declines_what_blas_cannot_take():
+    from decaf import cblas
+    a, b = rand(4, 6), rand(6, 3)
+    c = np.zeros((8, 3))[::2]                    # every other row: ldc = 6, still BLAS's
+    assert cblas.gemm(a, b, c) and np.allclose(c, a @ b)
+    c2 = np.zeros((4, 6))[:, ::2]                # no unit stride at all
+    assert not cblas.gemm(a, b, c2) and not c2.any()
+    assert not cblas.gemm(a.astype(np.float32), b, np.zeros((4, 3)))   # mixed dtypes
+    with pytest.raises(ValueError):
+        cblas.gemm(a, b, np.zeros((4, 4)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cblas_transpose_and_axpy(dtype):
+    from decaf import cblas
+    a = rand(7, 11).astype(dtype)[1:6, 2:10]     # strided rows
+    out = np.empty((8, 5), dtype)
+    cblas.transpose(a, out)
+    np.testing.assert_array_equal(out, a.T)
+    x, y = rand(10).astype(dtype), rand(10, seed=1).astype(dtype)
+    want = y + dtype(0.25) * x
+    assert cblas.axpy(0.25, x, y)
+    np.testing.assert_allclose(y, want, rtol=1e-6)
+    assert not cblas.axpy(0.25, x[::2], y[:5])   # not contiguous
+
+
+def test_cblas_off_keeps_numpy_forms(monkeypatch):
+    """With no BLAS bound (DECAF_CBLAS=0, or an unknown library) every helper declines and the
+    convolution engine takes its NumPy layout."""
+    from decaf import cblas
+    monkeypatch.setitem(cblas._STATE, "fns", None)
+    assert not cblas.available(np.float32) and cblas.raw_gemm(np.float32) is None
+    a, b, c = rand(3, 4), rand(4, 2), np.zeros((3, 2))
+    assert not cblas.gemm(a, b, c) and not c.any()
+    out = np.empty((4, 3))
+    cblas.transpose(a, out)                      # NumPy's copy
+    np.testing.assert_array_equal(out, a.T)
+    args = (3, 16, (6, 5), 5, (5, 5), (1, 1), (2, 2), 1)
+    row, ref, out_shape = engines(args, batch_inner=True)
+    assert not row.bi and not row.shift
+    x, w = rand(3, 16, 6, 5), rand(5, 16, 5, 5, seed=2)
+    b, dy = rand(5, seed=3), rand(3, 5, *out_shape, seed=4)
+    for got, want in zip(run(row, x, w, b, dy, out_shape), run(ref, x, w, b, dy, out_shape)):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_cblas_env_switch_disables_binding(monkeypatch):
+    from decaf import cblas
+    monkeypatch.setenv("DECAF_CBLAS", "0")
+    assert cblas._load() is None
+    monkeypatch.setenv("DECAF_CBLAS", "1")
+    assert cblas._load() is not None
+
+
+def test_bias_rows_layout():
+    """bias_row: z holds the image rows of the plain layout plus one row of ones per padded
+    row; the adjoint (fold) ignores the ones rows."""
+    c, spatial, kernel, stride, pad = 3, (6, 5), (3, 2), (2, 1), (1, 1)
+    out = conv_output_shape(spatial, kernel, stride, pad, (1, 1))
+    x = rand(2, c, *spatial)
+    plain = RowIm2Col(c, spatial, kernel, stride, pad, 1, 2, np.float64, out_spatial=out)
+    ones = RowIm2Col(c, spatial, kernel, stride, pad, 1, 2, np.float64, out_spatial=out,
+                     bias_row=True)
+    assert ones.k == plain.k + kernel[0]
+    z = ones.build(x)
+    np.testing.assert_array_equal(ones.data(z), plain.build(x))
+    assert (z[:, :, -1] == 1).all()
+    dz = rand(*z.shape, seed=1)
+    dx, dx_plain = np.empty_like(x), np.empty_like(x)
+    ones.fold(dz, dx)
+    plain.fold(np.ascontiguousarray(ones.data(dz)), dx_plain)
+    np.testing.assert_array_equal(dx, dx_plain)
+    z2 = ones.build(x[:1])                       # another batch size: ones rows set again
+    assert (z2[:, :, -1] == 1).all()

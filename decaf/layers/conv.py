@@ -26,6 +26,10 @@ ROW_BUFFER_ELEMENTS = 1 << 20
 # The shifted-GEMM path (_RowConv.shift) keeps its zero-bordered image and GEMM rows of a chunk
 # of images about this size.
 SHIFT_BUFFER_ELEMENTS = 1 << 21
+# Shifted GEMMs need this many rows (kh * C/group) to beat the row buffer's single GEMM.
+SHIFT_MIN_ROWS = 64
+# Top-diff rows reordered at once for the weight gradient of a layer with no data gradient.
+ROW_BLOCK_ELEMENTS = 1 << 18
 
 # Column and GEMM scratch arrays live only within one forward/backward call, so all layers of a
 # thread share them (as one workspace), instead of each layer keeping its own.
@@ -202,7 +206,7 @@ class _RowConv:
     dYt with ones (Caffe's bias_multiplier), and the bottom enters the row buffer through one
     2-D transpose too.
 
-    Shifted GEMMs (``shift``: ``bi``, group 1, horizontal stride 1, kh*C >= 64): the chunk of the bottom is
+    Shifted GEMMs (``shift``: ``bi``, group 1, horizontal stride 1, kh*C >= SHIFT_MIN_ROWS): the chunk of the bottom is
     copied once into a zero-bordered image I[h, c, x, n] (padded coordinates).  For kernel
     column j the rows (i, c) of Z[oy] are then rows of I spaced evenly (I[oy*sh + i, c, j + ox,
     n] sits at (i*C + c) * Wz*nb + (ox*nb + n) past I[oy*sh, 0, j, 0]), i.e. a strided matrix
@@ -214,7 +218,7 @@ class _RowConv:
     """
 
     def __init__(self, xp, dtype, num, channels, in_spatial, num_output, geometry, group,
-                 out_spatial, batch_inner=None):
+                 out_spatial, batch_inner=None, bias_row=None):
         kernel, stride, pad, _ = geometry
         self.xp, self.dtype, self.num = xp, np.dtype(dtype), num
         self.group, self.m, self.mg = group, num_output, num_output // group
@@ -237,7 +241,7 @@ class _RowConv:
             batch_inner = num_output * self.oh * self.ow <= 4 * in_count and self.nb > 1
         # direct NCHW forward (below): the bias and db come out of the GEMMs through the ones
         # rows of the buffer (RowIm2Col.bias_row) instead of a pass over the large top each
-        self.bias_row = xp is np and not batch_inner
+        self.bias_row = (xp is np and not batch_inner) if bias_row is None else bool(bias_row)
         self.rows = RowIm2Col(channels, in_spatial, kernel, stride, pad, group, self.nb,
                               dtype, xp, out_spatial, batch_inner=batch_inner,
                               bias_row=self.bias_row)
@@ -250,8 +254,9 @@ class _RowConv:
         self.direct = xp is np and not batch_inner
         self.gemm = gemm if batch_inner else None
         self.bi = self.gemm is not None
-        # shifted GEMMs need kh*C/group rows per GEMM to pay off (conv1's 15 rows do not)
-        self.shift = self.bi and group == 1 and stride[1] == 1 and self.kh * self.cg >= 64
+        # shifted GEMMs need kh*C/group rows per GEMM to pay off (CIFAR conv1's 15 do not)
+        self.shift = (self.bi and group == 1 and stride[1] == 1
+                      and self.kh * self.cg >= SHIFT_MIN_ROWS)
         self.hz, self.wz = self.rows.hz, self.rows.wz
         per_image = self.hz * channels * self.wz + self.oh * num_output * self.ow
         most = int(max(1, min(num, SHIFT_BUFFER_ELEMENTS // max(per_image, 1))))
@@ -399,10 +404,7 @@ class _RowConv:
                     for oy in range(self.oh):  # dW'^T_g += Z[oy] @ dY[g, oy]^T
                         gemm(rm, nt, tr, k, mg, q, 1.0, zb + oy * zstep, q,
                              db_ + (g * mg * self.oh + oy) * q * it, ldy, 1.0, dwb, mg)
-            if xdiff is None:
-                continue
-            if wj is not None:
-                self._shift_data_grad(wj, dyt, xdiff[n0:n1])
+            if xdiff is None or wj is not None:
                 continue
             rows = self.rows
             dz = scratch(np, self.dtype, "col", rows.per_image() * nb).reshape(rows.shape(nb))
@@ -416,6 +418,10 @@ class _RowConv:
             rows.fold(dz, xdiff[n0:n1])
         if dw is not None:
             self._weight_diff(dw, None)
+        if wj is not None:
+            # shifted data gradient: its own (larger) chunks, like the forward's
+            for n0, n1 in self.chunks(self.nbs):
+                self._shift_data_grad(wj, self._to_yt(ydiff[n0:n1], "gemm"), xdiff[n0:n1])
 
     def _shift_data_grad(self, wj, dyt, xdiff):
         gemm, m, kc, it = self.gemm, self.m, self.kh * self.cg, self.dtype.itemsize
@@ -471,8 +477,12 @@ class _RowConv:
         if dw is not None:
             self.dwt[...] = 0
         db_from_gemm = self.bias_row and dw is not None
+        blocked = self.fast and xdiff is None and dw is not None and not self.rows.batch_inner
         for n0, n1 in self.chunks():
             nb = n1 - n0
+            if blocked:
+                self._weight_grad_blocked(x[n0:n1], ydiff[n0:n1], None if db_from_gemm else db)
+                continue
             dy3 = self._rows_layout("gemm", nb)
             self.rows.to_row_order(ydiff[n0:n1], dy3)
             if db is not None and not db_from_gemm:
@@ -483,6 +493,27 @@ class _RowConv:
                 self._data_grad(wt, dy3, xdiff[n0:n1])
         if dw is not None:
             self._weight_diff(dw, db)
+
+    def _weight_grad_blocked(self, x, ydiff, db):
+        """The weight gradient of a chunk with the top diff reordered a few output rows at a
+        time (about ROW_BLOCK_ELEMENTS), each block's GEMMs run while it is in cache (no data
+        gradient wanted: e.g. the first convolution over the data)."""
+        z = self.rows.build(x)
+        nb, m, mg = x.shape[0], self.m, self.mg
+        q = nb * self.ow
+        rb = max(1, min(self.oh, ROW_BLOCK_ELEMENTS // max(m * q, 1)))
+        blk = scratch(self.xp, self.dtype, "dyrows", rb * m * q)
+        zr = [self.rows.row_views(z, g) for g in range(self.group)]
+        for r0 in range(0, self.oh, rb):
+            r1 = min(self.oh, r0 + rb)
+            b = blk[:(r1 - r0) * m * q].reshape(r1 - r0, m, nb, self.ow)
+            b[...] = ydiff[:, :, r0:r1].transpose(2, 1, 0, 3)
+            b = b.reshape(r1 - r0, m, q)
+            if db is not None:
+                db += b.sum(axis=2).sum(axis=0)
+            for g in range(self.group):
+                for oy in range(r0, r1):
+                    gemm_accumulate(zr[g][oy], b[oy - r0, g * mg:(g + 1) * mg].T, self.dwt[g])
 
     def _weight_grad(self, z, dy3):
         xp = self.xp
