@@ -322,10 +322,15 @@ class RowIm2Col:
         full = self.buffer(nb)
         z = self.data(full)
         if self.batch_inner:
-            img = self._image(nb)
-            self._interior(img)[...] = self.transposed(x)
-            for j in range(self.kw):
-                z[:, :, :, j] = self._columns(img, j)
+            # the image transposed once to (C, H, W, nb); each kernel column then copies runs
+            # of (columns * nb) values into the cells of z that read inside the image (the
+            # others stay zero from the buffer's creation)
+            xt = self.transposed(x)
+            for j, lo, hi, w0 in self.cols:
+                v = xt[:, self.r0 - self.ph:self.r1 - self.ph,
+                       w0:w0 + self.sw * (hi - lo - 1) + 1:self.sw]
+                z[:, self.r0:self.r1, :, j, lo:hi] = v.reshape(
+                    (self.group, self.cg) + v.shape[1:]).transpose(0, 2, 1, 3, 4)
             return full
         for j, lo, hi, w0 in self.cols:
             z[:, self.r0:self.r1, :, j, :, lo:hi] = self._image_view(x, j, lo, hi, w0)

@@ -293,7 +293,7 @@ class SeparablePool:
                 lo, hi = n0 * self.image, sl.stop * self.image
                 part = flat[lo:hi]
                 part[...] = 0
-                np.add.at(part, index[sl].reshape(-1) - np.intp(lo), td[sl].reshape(-1))
+                np.add.at(flat, index[sl].reshape(-1), td[sl].reshape(-1))
             return
         bottom_diff[...] = 0
         if self.overlap or self.bad is not None:  # pragma: no cover - CuPy
