@@ -451,11 +451,13 @@ class _RowConv:
             nb = n1 - n0
             z = self.rows.build(x[n0:n1])
             if self.direct:
-                # one (M/group x ow) GEMM per (output row, image), written straight into the
-                # NCHW top (row stride oh*ow): as fast as the (oh, M, q) GEMMs plus no reorder
+                # one (M/group x ow) GEMM per (image, output row), written straight into the
+                # NCHW top (row stride oh*ow): as fast as the (oh, M, q) GEMMs plus no reorder;
+                # image-major order keeps each image's top rows together (15 % faster)
                 for g in range(self.group):
-                    yg = y[n0:n1, g * self.mg:(g + 1) * self.mg].transpose(2, 0, 1, 3)
-                    xp.matmul(wt[g], self.rows.image_views(z, g), out=yg)
+                    yg = y[n0:n1, g * self.mg:(g + 1) * self.mg].transpose(0, 2, 1, 3)
+                    xp.matmul(wt[g], self.rows.image_views(z, g).transpose(1, 0, 2, 3),
+                              out=yg)
                 if bias is not None and not self.bias_row:
                     y[n0:n1] += bias.reshape(1, -1, 1, 1)
                 continue
