@@ -150,14 +150,34 @@ def test_row_engine_matches_the_column_engine(monkeypatch, args, batch_inner, bl
     assert dx is None
 
 
+@pytest.mark.parametrize("direct_limit", [1, 200, 1 << 18])
 @pytest.mark.parametrize("limit", [1, 150, 700])
-def test_row_engine_chunks(monkeypatch, limit):
+def test_row_engine_chunks(monkeypatch, limit, direct_limit):
+    """Chunks of images (the row buffer's, the direct forward's own, the shifted GEMMs')."""
     monkeypatch.setattr(conv_mod, "ROW_BUFFER_ELEMENTS", limit)
+    monkeypatch.setattr(conv_mod, "DIRECT_BUFFER_ELEMENTS", direct_limit)
+    monkeypatch.setattr(conv_mod, "SHIFT_BUFFER_ELEMENTS", 4 * limit)
     args = (7, 2, (6, 5), 3, (3, 3), (1, 1), (1, 1), 1)
     row, ref, out = engines(args)
     assert row.nb < 7
+    if row.direct:
+        assert row.nbf <= row.nb
+        if direct_limit == 1:
+            assert row.nbf == 1
     x, w = rand(7, 2, 6, 5), rand(3, 2, 3, 3, seed=2)
     b, dy = rand(3, seed=3), rand(7, 3, *out, seed=4)
+    for got, want in zip(run(row, x, w, b, dy, out), run(ref, x, w, b, dy, out)):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("shift_limit", [1, 3000, 1 << 21])
+def test_shift_engine_chunks(monkeypatch, shift_limit):
+    monkeypatch.setattr(conv_mod, "SHIFT_BUFFER_ELEMENTS", shift_limit)
+    args = (5, 16, (6, 5), 5, (5, 5), (1, 1), (2, 2), 1)
+    row, ref, out = engines(args, batch_inner=True)
+    assert row.shift and (row.nbs < 5) == (shift_limit < 1 << 21)
+    x, w = rand(5, 16, 6, 5), rand(5, 16, 5, 5, seed=2)
+    b, dy = rand(5, seed=3), rand(5, 5, *out, seed=4)
     for got, want in zip(run(row, x, w, b, dy, out), run(ref, x, w, b, dy, out)):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 

@@ -23,6 +23,8 @@ COL_BUFFER_ELEMENTS = 1 << 24
 # The width-only buffer of 2-D convolutions is kept about cache-sized: its chunks of images are
 # built and read by BLAS while they are still in cache (same total work, fewer memory trips).
 ROW_BUFFER_ELEMENTS = 1 << 20
+# ... and for the forward of the direct (n, ox) layout, whose GEMMs read one image at a time.
+DIRECT_BUFFER_ELEMENTS = 1 << 18
 # The shifted-GEMM path (_RowConv.shift) keeps its zero-bordered image and GEMM rows of a chunk
 # of images about this size.
 SHIFT_BUFFER_ELEMENTS = 1 << 21
@@ -245,6 +247,17 @@ class _RowConv:
         self.rows = RowIm2Col(channels, in_spatial, kernel, stride, pad, group, self.nb,
                               dtype, xp, out_spatial, batch_inner=batch_inner,
                               bias_row=self.bias_row)
+        # the direct forward reads Z one image at a time: chunks of about
+        # DIRECT_BUFFER_ELEMENTS keep it in L2 (a plan of its own: the buffer keeps its layout)
+        self.nbf, self.rows_fwd = self.nb, self.rows
+        if not batch_inner and xp is np:
+            most = int(max(1, min(num, DIRECT_BUFFER_ELEMENTS // max(probe.per_image(), 1))))
+            chunks = -(-num // most)
+            if -(-num // chunks) < self.nb:
+                self.nbf = -(-num // chunks)
+                self.rows_fwd = RowIm2Col(channels, in_spatial, kernel, stride, pad, group,
+                                          self.nbf, dtype, xp, out_spatial, batch_inner=False,
+                                          bias_row=self.bias_row)
         self.k = self.rows.k
         self.wt = xp.empty((group, self.mg, self.k), dtype=dtype)     # W' (group, Mg, K)
         self.dwt = xp.empty((group, self.k, self.mg), dtype=dtype)    # dW'^T accumulator
@@ -447,17 +460,17 @@ class _RowConv:
         if self.bi:
             return self._bi_forward(x, w, bias, y)
         xp, wt = self.xp, self._weights(w, bias if self.direct else None)
-        for n0, n1 in self.chunks():
+        rows = self.rows_fwd if self.direct else self.rows
+        for n0, n1 in self.chunks(self.nbf if self.direct else self.nb):
             nb = n1 - n0
-            z = self.rows.build(x[n0:n1])
+            z = rows.build(x[n0:n1])
             if self.direct:
                 # one (M/group x ow) GEMM per (image, output row), written straight into the
                 # NCHW top (row stride oh*ow): as fast as the (oh, M, q) GEMMs plus no reorder;
                 # image-major order keeps each image's top rows together (15 % faster)
                 for g in range(self.group):
                     yg = y[n0:n1, g * self.mg:(g + 1) * self.mg].transpose(0, 2, 1, 3)
-                    xp.matmul(wt[g], self.rows.image_views(z, g).transpose(1, 0, 2, 3),
-                              out=yg)
+                    xp.matmul(wt[g], rows.image_views(z, g).transpose(1, 0, 2, 3), out=yg)
                 if bias is not None and not self.bias_row:
                     y[n0:n1] += bias.reshape(1, -1, 1, 1)
                 continue
