@@ -48,7 +48,7 @@ class SeparablePool:
 
     # MAX pooling runs over the batch in chunks of about this many bottom values, with scratch
     # arrays the size of one chunk, so the dozen passes over a chunk find them in cache.
-    CHUNK_ELEMENTS = 1 << 18
+    CHUNK_ELEMENTS = 1 << 17
 
     def __init__(self, xp, dtype, shape, kernel, stride, pad, out):
         n, c, h, w = shape
