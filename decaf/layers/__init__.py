@@ -1,8 +1,9 @@
 """The built-in layers, one family per module. Importing this package registers them all."""
 import importlib
 
-FAMILIES = ("data", "conv", "pooling", "lrn", "inner_product", "neuron", "common", "shape",
-            "loss", "softmax", "norm", "recurrent", "python_layer", "center_loss", "yolo", "ssd")
+FAMILIES = ("data", "window_data", "conv", "pooling", "lrn", "inner_product", "neuron", "common",
+            "shape", "loss", "softmax", "norm", "recurrent", "python_layer", "center_loss", "yolo",
+            "ssd")
 
 for _name in FAMILIES:
     try:

@@ -3,7 +3,7 @@ the batch shape at setup.
 
 Input (shapes only), DummyData (fillers), Data (LMDB/LevelDB of Datum with a prefetch thread),
 MemoryData (arrays handed in from Python), HDF5Data / HDF5Output (HDF5 files), ImageData (a list
-of image files). WindowData (R-CNN windows) is not implemented.
+of image files). WindowData (R-CNN windows) is in window_data.py.
 """
 import weakref
 
