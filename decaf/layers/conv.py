@@ -189,34 +189,33 @@ class _GemmConv:
 
 
 class _RowConv:
-    """2-D convolution (dilation 1) as one GEMM per output row (see ``RowIm2Col``).
+    """2-D convolution (dilation 1) as GEMMs per output row over the row buffer Z (RowIm2Col).
 
     Per chunk of nb images and group g, with W' the weights reordered to (M/group, kh*Cg*kw):
-    forward    Y[oy] = W' @ Z[oy]                          (M/group x nb*ow per output row)
-    weights    dW'^T += Z[oy] @ dY[oy]^T                     (accumulated in a K x M/group array)
+    forward    Y[oy] = W' @ Z[oy]
+    weights    dW'^T += Z[oy] @ dY[oy]^T       (beta = 1, Caffe's caffe_cpu_gemm accumulation)
     data       dZ[oy] += W'^T @ dY[oy], then fold dZ into the bottom diff
-    (the beta = 1 GEMMs go through decaf.blas in place when it has a BLAS to call, else through
-    a batched matmul and a sum).  Y and dY are (oh, M, q) with q the columns of Z: moving them to
-    and from the (nb, M, oh, ow) blobs is one transposing copy each; the bias is added to Y
-    first.  Chunks of images keep Z about cache-sized (ROW_BUFFER_ELEMENTS).
+    Chunks of images keep Z about cache-sized (ROW_BUFFER_ELEMENTS).  Layouts, chosen here:
 
-    BLAS layout (``bi``: NumPy arrays, batch-innermost columns, decaf.cblas bound).  Y and dY
-    are kept as Yt (M, oh, q) per chunk: row oy of every channel is the (M x q) matrix
-    Yt[:, oy], leading dimension oh*q, which cblas reads and writes in place; (M*oh*ow, nb) is
-    then the NCHW chunk (nb, M*oh*ow) transposed, so moving Y and dY to and from the blobs is
-    one 2-D transpose each (OpenBLAS's omatcopy).  The bias is added to Yt, db is a GEMV of
-    dYt with ones (Caffe's bias_multiplier), and the bottom enters the row buffer through one
-    2-D transpose too.
+    * direct (columns q = (n, ox); when the top is much larger than the bottom, e.g. a first
+      layer over RGB): one (M x ow) GEMM per (image, output row), written straight into the
+      NCHW top; each padded row of Z ends with a row of ones (``bias_row``), so the GEMMs add
+      the bias and sum db with no pass of their own over the large top.
+    * BLAS (``bi``: columns q = (ox, n), decaf.cblas bound): Y and dY live as Yt (M, oh, q);
+      Yt[:, oy] is a strided (M x q) matrix cblas reads and writes in place, and (M*oh*ow, nb)
+      is the NCHW chunk transposed, so each move to or from a blob is one omatcopy; db is a
+      GEMV with ones (Caffe's bias_multiplier).
+    * (oh, M, q) with NumPy reorders and batched matmuls: without cblas (e.g. CuPy).
 
-    Shifted GEMMs (``shift``: ``bi``, group 1, horizontal stride 1, kh*C >= SHIFT_MIN_ROWS): the chunk of the bottom is
-    copied once into a zero-bordered image I[h, c, x, n] (padded coordinates).  For kernel
-    column j the rows (i, c) of Z[oy] are then rows of I spaced evenly (I[oy*sh + i, c, j + ox,
-    n] sits at (i*C + c) * Wz*nb + (ox*nb + n) past I[oy*sh, 0, j, 0]), i.e. a strided matrix
-    BLAS reads in place, so Z is never built:
-    forward    Y[oy]  = sum_j W_j @ I_j[oy]                 (W_j = W[:, :, :, j] as M x kh*C)
-    data       dI_j[oy] += W_j^T @ dY[oy]                   (beta = 1 GEMMs straight into dI)
-    and the bottom diff is dI's interior.  The weight gradient keeps the Z form above, whose
-    (kh*C*kw x M) GEMMs run faster than kw narrower ones.
+    Shifted GEMMs (``shift``: BLAS layout, group 1, horizontal stride 1, kh*C >=
+    SHIFT_MIN_ROWS): the chunk is copied once into a zero-bordered image I[h, c, x, n] (padded
+    coordinates).  For kernel column j the rows (i, c) of Z[oy] are evenly spaced rows of I
+    (I[oy*sh + i, c, j + ox, n] sits at (i*C + c) * Wz*nb + (ox*nb + n) past I[oy*sh, 0, j, 0]),
+    a strided matrix BLAS reads in place, so Z is never built for them:
+    forward    Y[oy]  = sum_j W_j @ I_j[oy]          (W_j = W[:, :, :, j] as M x kh*C)
+    data       dI_j[oy] += W_j^T @ dY[oy]            (beta = 1, straight into dI; no fold)
+    and the bottom diff is dI's interior.  The weight gradient keeps Z: its (kh*C*kw x M)
+    GEMMs run faster than kw narrower ones.
     """
 
     def __init__(self, xp, dtype, num, channels, in_spatial, num_output, geometry, group,
