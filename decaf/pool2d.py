@@ -59,7 +59,11 @@ class SeparablePool:
         self.overlap = any(k > s and o > 1 for k, s, o in zip(kernel, stride, out))
         top_full = (n, c) + tuple(out)
         self.top = xp.empty(top_full, dtype)       # the layer's own copy of top
-        self.index = xp.empty(top_full, np.intp)   # flat index into the bottom
+        self._index = xp.empty(top_full, np.intp)  # flat index into the bottom (``index``)
+        # the phase path keeps only each window's small key (plus the chunk's base, its flat
+        # index): 1 byte per window instead of 8 written and read back; ``index`` expands it
+        self._keyed = False
+        self._key_store = None
         self.nb = max(1, min(n, self.CHUNK_ELEMENTS // max(1, c * h * w)))
         cols_shape, top_shape = (self.nb, c, out[0], w), (self.nb, c) + tuple(out)
         self.cols = xp.empty(cols_shape, dtype)    # row-pass result of one chunk
@@ -141,6 +145,16 @@ class SeparablePool:
             d = dst[self._at(axis, o)]
             op(d, src[self._at(axis, s)], out=d)
 
+    @property
+    def index(self):
+        """Flat bottom index of each window's first maximum (after ``max(..., with_index)``
+        or ``argmax``)."""
+        if self._keyed:
+            for n0, sl in self._chunks():
+                self.phase.expand(self._key_store[sl], n0, self._index[sl])
+            self._keyed = False
+        return self._index
+
     def _chunks(self):
         n = self.shape[0]
         for n0 in range(0, n, self.nb):
@@ -153,6 +167,7 @@ class SeparablePool:
         no gradient)."""
         xp = self.xp
         self.bad = None
+        self._keyed = False
         if self.phase is not None:
             direct = (type(top) is type(self.top) and top.dtype == self.dtype
                       and top.shape == self.top.shape and top.flags.c_contiguous)
@@ -241,6 +256,7 @@ class SeparablePool:
         """Flat bottom index of each window's first maximum (after ``max``)."""
         if self.phase is not None:
             self.bad = None
+            self._keyed = False
             self._phase_max(x, True, self.top)
             return self.index
         for n0, sl in self._chunks():
@@ -256,7 +272,7 @@ class SeparablePool:
         miss, hit = (b[:m] for b in self.bufs["cols"])
         self._first_hits(x, cols, self.ah, 2, miss, hit, irow)
         xp.multiply(irow, self.width, out=keys)
-        idx, cand, eq = self.index[sl], self.cand[:m], self.bufs["top"][:m]
+        idx, cand, eq = self._index[sl], self.cand[:m], self.bufs["top"][:m]
         best = self.best[:m]
         best.fill(self.big)
         kt = best.dtype.type
@@ -281,20 +297,30 @@ class SeparablePool:
             xp.copyto(idx, np.intp(n0 * self.image), where=bad)
 
     def route(self, index, top_diff, bottom_diff):
-        """bottom_diff = top_diff added onto the bottom cells given by ``index``."""
+        """bottom_diff = top_diff added onto the bottom cells given by ``index`` (None: the
+        argmax of the last ``max(..., with_index=True)``)."""
         xp = self.xp
         td = top_diff if self.bad is None else xp.where(self.bad, 0, top_diff)
         flat = bottom_diff.reshape(-1)
+        keyed = index is None and self._keyed
+        if index is None and not keyed:
+            index = self.index
         if (self.overlap or self.bad is not None) and xp is np:
             # overlapping windows: a scatter-add, chunk by chunk of images (each window's
             # argmax lies in its own chunk), so that a chunk's cells are zeroed and receive
-            # their sums while in cache
+            # their sums while in cache (keyed: the chunk's indices expanded into a scratch)
             for n0, sl in self._chunks():
                 lo, hi = n0 * self.image, sl.stop * self.image
                 part = flat[lo:hi]
                 part[...] = 0
-                np.add.at(flat, index[sl].reshape(-1), td[sl].reshape(-1))
+                if keyed:       # indices within the chunk: its part of the diff is the target
+                    idx = self.phase.expand(self._key_store[sl], None)
+                    np.add.at(part, idx.reshape(-1), td[sl].reshape(-1))
+                else:
+                    np.add.at(flat, index[sl].reshape(-1), td[sl].reshape(-1))
             return
+        if keyed:
+            index = self.index
         bottom_diff[...] = 0
         if self.overlap or self.bad is not None:  # pragma: no cover - CuPy
             import cupyx
@@ -432,11 +458,27 @@ class PhaseMax:
             bad = xp.logical_not(mx >= -FLT_MAX)
             xp.copyto(mx, -FLT_MAX, where=bad)
         if with_index:
-            idx = pool.index[n0:n0 + m]
-            self._keys(r, ir, mp, idx.reshape(lp, ho, wo), n0, m)
-            if bad is not None:
-                xp.copyto(idx, np.intp(n0 * pool.image), where=bad)
+            if pool._key_store is None:
+                pool._key_store = xp.empty(pool.shape[:2] + (ho, wp), self.ktype)
+            keys = pool._key_store[n0:n0 + m].reshape(lp, ho, wp)
+            self._keys(r, ir, mp, keys)
+            if bad is not None:                   # index = the window's cell (0, 0)
+                xp.copyto(keys[..., :wo], self.ktype(-int(pool.big)),
+                          where=bad.reshape(lp, ho, wo))
+            pool._keyed = True
         return bad
+
+    def expand(self, keys, n0, out=None):
+        """Flat bottom indices of the chunk of images starting at n0 (None: indices within the
+        chunk) from its keys (m, C, Ho, Wp) (see ``_keys``): base + big + key, into ``out`` or
+        a scratch of the chunk's size."""
+        m = keys.shape[0]
+        if out is None:
+            out = self._buf("index", (m,) + tuple(self.pool.shape[1:2]) + (self.ho, self.wo),
+                            np.intp)
+        base = self.pool.base_big[:m] if n0 is None else self._base(n0, m)
+        self.pool.xp.add(keys[..., :self.wo], base, out=out)
+        return out
 
     def _row_pass(self, p, pj, r, count):
         """r = max over the kernel rows per column (phase pj); count = first row offset."""
@@ -480,8 +522,9 @@ class PhaseMax:
             d = flat[:n - b]
             xp.fmax(d, rf[pj][b:], out=d)
 
-    def _keys(self, r, ir, mp, idx, n0, m):
-        """idx = base + smallest key i * W + j of the window columns holding the max."""
+    def _keys(self, r, ir, mp, best):
+        """best (lp, Ho, Wp) = the smallest key i * W + j - big among the window columns holding
+        the max (the flat index is then base + big + best: ``expand``)."""
         pool, xp = self.pool, self.pool.xp
         n = mp.size
         kt = self.ktype
@@ -490,7 +533,6 @@ class PhaseMax:
         for pj in range(self.sw):
             xp.multiply(ir[pj], width, out=kp[pj], casting="unsafe")
             kp[pj] += kt(pj) - big
-        best = self._buf("best", mp.shape, kt)
         tmp = self._buf("tmp", (n,), kt)
         eq = self._buf("eq", (n,), bool)
         bf, mf = best.reshape(-1), mp.reshape(-1)
@@ -507,7 +549,6 @@ class PhaseMax:
                 xp.copyto(bf, k)
             else:
                 xp.minimum(bf[:n - b], k, out=bf[:n - b])
-        xp.add(best[..., :self.wo], self._base(n0, m).reshape(idx.shape), out=idx)
 
     def _base(self, n0, m):
         """pool.base + big for images n0 .. n0 + m (every chunk's, kept: one pass less)."""

@@ -321,6 +321,17 @@ def test_phase_max_pool_matches_caffe_loop(monkeypatch, shape, k, s, data, chunk
         pool.max(xd, top, with_index=True)
         want_top, want_mask = ref_max_pool(xd.astype(np.float64), k, s, (0, 0), out)
         np.testing.assert_array_equal(top, want_top.astype(dtype))
+        # the backward straight from the window keys (no flat index array in between)
+        assert pool._keyed
+        dy = rand(*top.shape, seed=5).astype(dtype)
+        dx = np.full(shape, 3.0, dtype)           # overwritten
+        pool.route(None, dy, dx)
+        want_dx = np.zeros(shape)
+        flat = want_dx.reshape(n * c, -1)
+        for (i, j, a, b), idx in np.ndenumerate(want_mask):
+            if idx >= 0:
+                flat[i * c + j, int(idx)] += dy[i, j, a, b]
+        np.testing.assert_allclose(dx, want_dx, rtol=1e-6, atol=1e-6)
         mask = np.empty(top.shape)
         pool.mask(pool.index, mask)
         np.testing.assert_array_equal(mask, want_mask)

@@ -286,7 +286,7 @@ class PoolingLayer(Layer):
         if self.method == P.MAX:
             if not self._index_valid:
                 self._max_index(bottom[0].data)
-            self.sep.route(self.sep.index, td, bd)
+            self.sep.route(None, td, bd)
         elif self.method == P.AVE:
             self._backward_ave(td, bd)
         elif self.phase == self._pb.TRAIN:
