@@ -305,19 +305,24 @@ class SeparablePool:
         keyed = index is None and self._keyed
         if index is None and not keyed:
             index = self.index
-        if (self.overlap or self.bad is not None) and xp is np:
-            # overlapping windows: a scatter-add, chunk by chunk of images (each window's
-            # argmax lies in its own chunk), so that a chunk's cells are zeroed and receive
-            # their sums while in cache (keyed: the chunk's indices expanded into a scratch)
+        scatter = self.overlap or self.bad is not None
+        if xp is np and (scatter or keyed):
+            # chunk by chunk of images (each window's argmax lies in its own chunk), so that a
+            # chunk's cells are zeroed and receive their top diffs while in cache: a
+            # scatter-add where windows overlap, else a plain assignment (one window per
+            # cell); keyed: the chunk's indices expanded into a scratch, relative to the chunk
             for n0, sl in self._chunks():
                 lo, hi = n0 * self.image, sl.stop * self.image
                 part = flat[lo:hi]
                 part[...] = 0
-                if keyed:       # indices within the chunk: its part of the diff is the target
-                    idx = self.phase.expand(self._key_store[sl], None)
-                    np.add.at(part, idx.reshape(-1), td[sl].reshape(-1))
+                if keyed:
+                    target, idx = part, self.phase.expand(self._key_store[sl], None)
                 else:
-                    np.add.at(flat, index[sl].reshape(-1), td[sl].reshape(-1))
+                    target, idx = flat, index[sl]
+                if scatter:
+                    np.add.at(target, idx.reshape(-1), td[sl].reshape(-1))
+                else:
+                    target[idx.reshape(-1)] = td[sl].reshape(-1)
             return
         if keyed:
             index = self.index
