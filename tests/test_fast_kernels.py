@@ -145,9 +145,14 @@ def test_row_engine_matches_the_column_engine(monkeypatch, args, batch_inner, bl
     b, dy = rand(m, seed=3), rand(num, m, *out, seed=4)
     for got, want in zip(run(row, x, w, b, dy, out), run(ref, x, w, b, dy, out)):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
-    _, dw, db, dx = run(row, x, w, b, dy, out, want_x=False)
-    np.testing.assert_allclose(dw, run(ref, x, w, b, dy, out)[1], rtol=1e-10, atol=1e-10)
-    assert dx is None
+    # no data gradient: the direct layout's blocked weight gradient, rows paired or not
+    for paired in (True, False):
+        monkeypatch.setattr(conv_mod, "PAIRED_ROWS", paired)
+        _, dw, db, dx = run(row, x, w, b, dy, out, want_x=False)
+        want = run(ref, x, w, b, dy, out)
+        np.testing.assert_allclose(dw, want[1], rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(db, want[2], rtol=1e-10, atol=1e-10)
+        assert dx is None
 
 
 @pytest.mark.parametrize("direct_limit", [1, 200, 1 << 18])

@@ -13,7 +13,7 @@ import numpy as np
 from .. import cblas
 from ..blas import can_accumulate, gemm_accumulate
 from ..filler import fill
-from ..im2col import Im2Col, RowIm2Col, conv_output_shape, deconv_output_shape
+from ..im2col import Im2Col, RowIm2Col, _as_strided, conv_output_shape, deconv_output_shape
 from ..layer import Layer, register_layer
 from ._reshape_cache import remember, unchanged
 from ..errors import ShapeMismatchError
@@ -30,6 +30,9 @@ DIRECT_BUFFER_ELEMENTS = 1 << 18
 SHIFT_BUFFER_ELEMENTS = 1 << 21
 # Shifted GEMMs need this many rows (kh * C/group) to beat the row buffer's single GEMM.
 SHIFT_MIN_ROWS = 64
+# Weight gradient of the direct layout: two output rows per GEMM when K >= 64 (see
+# _weight_grad_blocked).
+PAIRED_ROWS = True
 # Top-diff rows reordered at once for the weight gradient of a layer with no data gradient.
 ROW_BLOCK_ELEMENTS = 1 << 18
 
@@ -518,6 +521,15 @@ class _RowConv:
         rb = max(1, min(self.oh, ROW_BLOCK_ELEMENTS // max(m * q, 1)))
         blk = scratch(self.xp, self.dtype, "dyrows", rb * m * q)
         zr = [self.rows.row_views(z, g) for g in range(self.group)]
+        pairs = zz = None
+        if (PAIRED_ROWS and self.group == 1 and self.rows.sh == 1 and self.oh > 1 and self.fast
+                and self.k >= 64):    # (LeNet's conv1, K = 30, loses to the extra products)
+            k2 = self.k + self.rows.rk
+            pairs = scratch(self.xp, self.dtype, "pairs", k2 * 2 * m).reshape(k2, 2 * m)
+            pairs[...] = 0
+            it = z.itemsize
+            zz = _as_strided(self.xp, z[0], (self.oh - 1, k2, q),
+                             (self.rows.rk * q * it, q * it, it))
         for r0 in range(0, self.oh, rb):
             r1 = min(self.oh, r0 + rb)
             b = blk[:(r1 - r0) * m * q].reshape(r1 - r0, m, nb, self.ow)
@@ -525,9 +537,19 @@ class _RowConv:
             b = b.reshape(r1 - r0, m, q)
             if db is not None:
                 db += b.sum(axis=2).sum(axis=0)
+            oy = r0
+            while pairs is not None and oy + 1 < r1:
+                # rows oy and oy + 1 in one GEMM: Z's rows of both (kh + 1 padded rows) times
+                # both rows' top diffs, twice the output channels per packed value of Z; the
+                # two diagonal blocks of the (K + rk) x 2M result are the wanted sums
+                gemm_accumulate(zz[oy], b[oy - r0:oy - r0 + 2].reshape(2 * m, q).T, pairs)
+                oy += 2
             for g in range(self.group):
-                for oy in range(r0, r1):
-                    gemm_accumulate(zr[g][oy], b[oy - r0, g * mg:(g + 1) * mg].T, self.dwt[g])
+                for o in range(oy, r1):
+                    gemm_accumulate(zr[g][o], b[o - r0, g * mg:(g + 1) * mg].T, self.dwt[g])
+        if pairs is not None:
+            self.dwt[0] += pairs[:self.k, :m]
+            self.dwt[0] += pairs[self.rows.rk:, m:]
 
     def _weight_grad(self, z, dy3):
         xp = self.xp
