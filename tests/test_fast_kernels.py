@@ -219,6 +219,31 @@ def ref_max_pool(x, k, s, p, out):
     return top, mask
 
 
+def ref_route(mask, dy, shape):
+    """Caffe's MaxPoolingLayer backward: each top diff added onto its mask cell (-1: none)."""
+    want = np.zeros(shape)
+    flat = want.reshape(shape[0] * shape[1], -1)
+    for (i, j, a, b), idx in np.ndenumerate(mask):
+        if idx >= 0:
+            flat[i * shape[1] + j, int(idx)] += dy[i, j, a, b]
+    return want
+
+
+def max_against_caffe(pool, x, k, s, p, out):
+    """pool.max(..., with_index=True) of x against Caffe's loop; returns (top, Caffe's mask)."""
+    top = np.empty(x.shape[:2] + out, x.dtype)
+    pool.max(x, top, with_index=True)
+    want_top, want_mask = ref_max_pool(x.astype(np.float64), k, s, p, out)
+    np.testing.assert_array_equal(top, want_top.astype(x.dtype))
+    return top, want_mask
+
+
+def check_mask(pool, top, want_mask):
+    mask = np.empty(top.shape)
+    pool.mask(pool.index, mask)
+    np.testing.assert_array_equal(mask, want_mask)
+
+
 def out_shape(shape, k, s, p):
     out = [pooled_size(n, kk, ss, pp) for n, kk, ss, pp in zip(shape[2:], k, s, p)]
     if p != (0, 0):
@@ -249,13 +274,8 @@ def test_max_pool_matches_caffe_loop(monkeypatch, shape, k, s, p, ties, chunk):
     out = out_shape(shape, k, s, p)
     pool = SeparablePool(np, np.float64, shape, k, s, p, out)
     assert pool.flat == (shape[3] == s[1] * out[1] and s[1] > 1)
-    top = np.empty(shape[:2] + out)
-    pool.max(x, top, with_index=True)
-    want_top, want_mask = ref_max_pool(x, k, s, p, out)
-    np.testing.assert_array_equal(top, want_top)
-    mask = np.empty(top.shape)
-    pool.mask(pool.index, mask)
-    np.testing.assert_array_equal(mask, want_mask)
+    top, want_mask = max_against_caffe(pool, x, k, s, p, out)
+    check_mask(pool, top, want_mask)
     # the index computed later (TEST phase backward) is the same
     index = pool.index.copy()
     np.testing.assert_array_equal(pool.argmax(x), index)
@@ -263,12 +283,7 @@ def test_max_pool_matches_caffe_loop(monkeypatch, shape, k, s, p, ties, chunk):
     dy = rand(*top.shape, seed=6)
     dx = np.empty_like(x)
     pool.route(pool.index, dy, dx)
-    want = np.zeros_like(x)
-    flat = want.reshape(shape[0] * shape[1], -1)
-    for (i, j, a, b), idx in np.ndenumerate(want_mask):
-        if idx >= 0:
-            flat[i * shape[1] + j, idx] += dy[i, j, a, b]
-    np.testing.assert_allclose(dx, want, atol=1e-12)
+    np.testing.assert_allclose(dx, ref_route(want_mask, dy, shape), atol=1e-12)
 
 
 def test_max_pool_nan_and_infinities_follow_caffe():
@@ -280,13 +295,8 @@ def test_max_pool_nan_and_infinities_follow_caffe():
     shape, k, s, p = x.shape, (3, 3), (3, 3), (0, 0)
     out = out_shape(shape, k, s, p)
     pool = SeparablePool(np, np.float64, shape, k, s, p, out)
-    top = np.empty(shape[:2] + out)
-    pool.max(x, top, with_index=True)
-    want_top, want_mask = ref_max_pool(x, k, s, p, out)
-    np.testing.assert_array_equal(top, want_top)
-    mask = np.empty(top.shape)
-    pool.mask(pool.index, mask)
-    np.testing.assert_array_equal(mask, want_mask)
+    top, want_mask = max_against_caffe(pool, x, k, s, p, out)
+    check_mask(pool, top, want_mask)
     dx = np.empty_like(x)
     pool.route(pool.index, np.ones(top.shape), dx)
     assert dx[0, 0, 0:3, 0:3].sum() == 0 and dx[0, 1, 0:3, 3:6].sum() == 0
@@ -322,24 +332,14 @@ def test_phase_max_pool_matches_caffe_loop(monkeypatch, shape, k, s, data, chunk
         xd = x.astype(dtype)
         pool = SeparablePool(np, dtype, shape, k, s, (0, 0), out)
         assert pool.phase is not None
-        top = np.empty(shape[:2] + out, dtype)
-        pool.max(xd, top, with_index=True)
-        want_top, want_mask = ref_max_pool(xd.astype(np.float64), k, s, (0, 0), out)
-        np.testing.assert_array_equal(top, want_top.astype(dtype))
+        top, want_mask = max_against_caffe(pool, xd, k, s, (0, 0), out)
         # the backward straight from the window keys (no flat index array in between)
         assert pool._keyed
         dy = rand(*top.shape, seed=5).astype(dtype)
         dx = np.full(shape, 3.0, dtype)           # overwritten
         pool.route(None, dy, dx)
-        want_dx = np.zeros(shape)
-        flat = want_dx.reshape(n * c, -1)
-        for (i, j, a, b), idx in np.ndenumerate(want_mask):
-            if idx >= 0:
-                flat[i * c + j, int(idx)] += dy[i, j, a, b]
-        np.testing.assert_allclose(dx, want_dx, rtol=1e-6, atol=1e-6)
-        mask = np.empty(top.shape)
-        pool.mask(pool.index, mask)
-        np.testing.assert_array_equal(mask, want_mask)
+        np.testing.assert_allclose(dx, ref_route(want_mask, dy, shape), rtol=1e-6, atol=1e-6)
+        check_mask(pool, top, want_mask)
         index = pool.index.copy()
         np.testing.assert_array_equal(pool.argmax(xd), index)
         # the values-only pass gives the same top, also into a non-contiguous top
