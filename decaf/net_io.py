@@ -73,6 +73,7 @@ def save_hdf5(net, path, write_diff=False):
     """Caffe's Net::ToHDF5: /data/<layer>/<i> for every layer (owned params only)."""
     import h5py
     from .backend import to_numpy
+    from .proto import io as pio
     tmp = "%s.tmp-%d" % (path, os.getpid())
     try:
         with h5py.File(tmp, "w") as f:
@@ -86,7 +87,7 @@ def save_hdf5(net, path, write_diff=False):
                         g.create_dataset(str(j), data=to_numpy(blob.data))
                     if write_diff:
                         gd.create_dataset(str(j), data=to_numpy(blob.diff))
-        os.replace(tmp, path)
+        pio.durable_replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -35,8 +35,8 @@ def learned_net_path(learned_net, state_file):
 def write_solver_state(filename, it, learned_net, current_step, history, hdf5=False):
     """Caffe's SolverState file (atomically). Binary: a SolverState message. HDF5: int32 (1,)
     datasets iter and current_step, a fixed-length string learned_net, history/<i> float32."""
+    from .proto import io as pio
     if not hdf5:
-        from .proto import io as pio
         from .blob import Blob
         state = caffe_pb2.SolverState(iter=it, learned_net=learned_net, current_step=current_step)
         for arr in history:
@@ -60,7 +60,7 @@ def write_solver_state(filename, it, learned_net, current_step, history, hdf5=Fa
             g = f.create_group("history")
             for i, arr in enumerate(history):
                 g.create_dataset(str(i), data=arr)
-        os.replace(tmp, filename)
+        pio.durable_replace(tmp, filename)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -295,3 +295,46 @@ def test_sigkill_never_leaves_a_torn_snapshot(tmp_path):
         finally:
             log.init_log(level)
         assert solver.iter == int(FINAL.match(newest).group(2))
+
+
+@pytest.mark.parametrize("fmt", ["binary", "hdf5"])
+def test_snapshot_files_reach_the_disk_before_their_rename(tmp_path, monkeypatch, fmt):
+    """Every snapshot file is fsync'ed under its temporary name and only then renamed (a power
+    loss leaves the old file or the whole new one), for the HDF5 files that h5py writes too."""
+    from decaf import net_io, solver_state
+    from decaf.net import Net
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink("/proc/self/fd/%d" % fd)))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(src), str(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    param = caffe_pb2.NetParameter()
+    layer = param.layer.add(name="ip", type="InnerProduct", bottom=["x"], top=["y"])
+    layer.inner_product_param.num_output = 2
+    param.input.append("x")
+    param.input_shape.add(dim=[1, 3])
+    net = Net(param, caffe_pb2.TRAIN)
+    model = str(tmp_path / ("m.caffemodel" + (".h5" if fmt == "hdf5" else "")))
+    state = str(tmp_path / ("m.solverstate" + (".h5" if fmt == "hdf5" else "")))
+    if fmt == "hdf5":
+        net_io.save_hdf5(net, model)
+    else:
+        net_io.save(net, model)
+    solver_state.write_solver_state(state, 3, model, 0, [np.zeros(2, np.float32)],
+                                    hdf5=fmt == "hdf5")
+    for target in (model, state):
+        renames = [i for i, e in enumerate(events) if e[0] == "replace" and e[2] == target]
+        assert len(renames) == 1, events
+        tmp = events[renames[0]][1]
+        synced = [i for i, e in enumerate(events)
+                  if e[0] == "fsync" and os.path.basename(e[1]) == os.path.basename(tmp)]
+        assert synced and synced[-1] < renames[0], events
+        assert os.path.exists(target) and not os.path.exists(tmp)

@@ -226,6 +226,18 @@ def _atomic_write(path, data):
         raise
 
 
+def durable_replace(tmp, path):
+    """os.replace(tmp, path) after flushing tmp to disk (fsync): a crash or power loss then
+    leaves either the old file or the complete new one (for files written by other libraries,
+    e.g. HDF5 snapshots)."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
 def write_binary(path, msg):
     """Serialize ``msg`` to ``path`` (atomically: temp file in the same directory, then
     os.replace)."""
