@@ -453,8 +453,7 @@ class PhaseMax:
         p[..., :wo] = x.reshape(lp, ho, sh, wo, sw).transpose(2, 4, 0, 1, 3)
         r = self._buf("R", (sw, lp, ho, wp), pool.dtype)
         ir = self._buf("irow", (sw, lp, ho, wp), np.int8) if with_index else None
-        for pj in range(sw):
-            self._row_pass(p, pj, r[pj], None if ir is None else ir[pj])
+        self._row_pass(p, r, ir)
         mp = self._buf("M", (lp, ho, wp), pool.dtype)
         self._column_max(r, mp)
         xp.copyto(mx.reshape(lp, ho, wo), mp[..., :wo])
@@ -485,19 +484,20 @@ class PhaseMax:
         self.pool.xp.add(keys[..., :self.wo], base, out=out)
         return out
 
-    def _row_pass(self, p, pj, r, count):
-        """r = max over the kernel rows per column (phase pj); count = first row offset."""
+    def _row_pass(self, p, r, count):
+        """r[pj] = max over the kernel rows per column, for every column phase pj at once
+        (arrays (sw, lp, Ho, Wp)); count = the first row offset holding it."""
         xp, ho = self.pool.xp, self.ho
         (pi0, _), rest = self.rows[0], self.rows[1:]
         if rest and rest[0][1] == 0:              # two full-range offsets: one pass
-            xp.fmax(p[pi0, pj], p[rest[0][0], pj], out=r)
+            xp.fmax(p[pi0], p[rest[0][0]], out=r)
             later = rest[1:]
         else:
-            xp.copyto(r, p[pi0, pj])
+            xp.copyto(r, p[pi0])
             later = rest
         for pi, a in later:
-            d = r[:, :ho - a]
-            xp.fmax(d, p[pi, pj][:, a:], out=d)
+            d = r[:, :, :ho - a]
+            xp.fmax(d, p[pi][:, :, a:], out=d)
         if count is None:
             return
         if not rest:
@@ -505,13 +505,13 @@ class PhaseMax:
             return
         miss = self._buf("miss", r.shape, bool)
         hit = self._buf("hit", r.shape, bool)
-        xp.not_equal(p[pi0, pj], r, out=miss)
+        xp.not_equal(p[pi0], r, out=miss)
         xp.copyto(count, miss, casting="unsafe")
         # rows past a shifted offset's range keep their miss flag: a window whose max is
         # finite found it at an earlier (valid) offset, as the valid offsets are a prefix
         for pi, a in rest[:-1]:
-            mm, hh = miss[:, :ho - a], hit[:, :ho - a]
-            xp.equal(p[pi, pj][:, a:], r[:, :ho - a], out=hh)
+            mm, hh = miss[:, :, :ho - a], hit[:, :, :ho - a]
+            xp.equal(p[pi][:, :, a:], r[:, :, :ho - a], out=hh)
             xp.greater(mm, hh, out=mm)            # still missing: miss and not hit
             xp.add(count, miss, out=count, casting="unsafe")
 
@@ -535,9 +535,12 @@ class PhaseMax:
         kt = self.ktype
         big, width = kt(pool.big), kt(pool.width)
         kp = self._buf("kp", ir.shape, kt)        # i * W + pj - big per column phase
-        for pj in range(self.sw):
-            xp.multiply(ir[pj], width, out=kp[pj], casting="unsafe")
-            kp[pj] += kt(pj) - big
+        xp.multiply(ir, width, out=kp, casting="unsafe")
+        offsets = self.bufs.get("kp_offsets")
+        if offsets is None:
+            offsets = self.bufs["kp_offsets"] = xp.asarray(
+                (np.arange(self.sw) - int(big)).astype(kt).reshape(-1, 1, 1, 1))
+        kp += offsets
         tmp = self._buf("tmp", (n,), kt)
         eq = self._buf("eq", (n,), bool)
         bf, mf = best.reshape(-1), mp.reshape(-1)
