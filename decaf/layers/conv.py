@@ -403,6 +403,7 @@ class _RowConv:
         wj = self._shift_weights(w) if self.shift and xdiff is not None else None
         if dw is not None:
             self.dwt[...] = 0
+        same_chunks = self.nbs == self.nb      # the shifted data gradient reuses each dY chunk
         for n0, n1 in self.chunks():
             nb = n1 - n0
             q = self.ow * nb
@@ -419,6 +420,8 @@ class _RowConv:
                     for oy in range(self.oh):  # dW'^T_g += Z[oy] @ dY[g, oy]^T
                         gemm(rm, nt, tr, k, mg, q, 1.0, zb + oy * zstep, q,
                              db_ + (g * mg * self.oh + oy) * q * it, ldy, 1.0, dwb, mg)
+            if wj is not None and same_chunks:
+                self._shift_data_grad(wj, dyt, xdiff[n0:n1])
             if xdiff is None or wj is not None:
                 continue
             rows = self.rows
@@ -433,7 +436,7 @@ class _RowConv:
             rows.fold(dz, xdiff[n0:n1])
         if dw is not None:
             self._weight_diff(dw, None)
-        if wj is not None:
+        if wj is not None and not same_chunks:
             # shifted data gradient: its own (larger) chunks, like the forward's
             for n0, n1 in self.chunks(self.nbs):
                 self._shift_data_grad(wj, self._to_yt(ydiff[n0:n1], "gemm"), xdiff[n0:n1])
