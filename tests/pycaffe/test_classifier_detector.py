@@ -14,18 +14,23 @@ layer { name: 'prob' type: 'Softmax' bottom: 'ip' top: 'prob' }
 MEAN = np.array([0.3, 0.2, 0.1], dtype=np.float32) * 255
 
 
-@pytest.fixture
-def files(tmp_path):
+def save_tiny_model(tmp_path, seed):
+    """DEPLOY with random weights saved beside it: (prototxt path, caffemodel path, net)."""
     model = tmp_path / "deploy.prototxt"
     model.write_text(DEPLOY)
     net = caffe.Net(str(model), caffe.TEST)
-    rs = np.random.RandomState(3)
+    rs = np.random.RandomState(seed)
     net.params["ip"][0].data[...] = rs.randn(5, 108) * 0.01
     net.params["ip"][1].data[...] = rs.randn(5)
     weights = tmp_path / "w.caffemodel"
     net.save(str(weights))
-    return str(model), str(weights), net.params["ip"][0].data.copy(), \
-        net.params["ip"][1].data.copy()
+    return str(model), str(weights), net
+
+
+@pytest.fixture
+def files(tmp_path):
+    model, weights, net = save_tiny_model(tmp_path, 3)
+    return model, weights, net.params["ip"][0].data.copy(), net.params["ip"][1].data.copy()
 
 
 def net_probs(w, b, chw_batch):

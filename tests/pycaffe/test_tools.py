@@ -7,21 +7,15 @@ import pytest
 import caffe
 from decaf.tools import classify, detect
 
-from .test_classifier_detector import DEPLOY
+from .test_classifier_detector import save_tiny_model
 
 
 @pytest.fixture
 def model(tmp_path):
-    path = tmp_path / "deploy.prototxt"
-    path.write_text(DEPLOY)
-    net = caffe.Net(str(path), caffe.TEST)
-    rs = np.random.RandomState(4)
-    net.params["ip"][0].data[...] = rs.randn(5, 108) * 0.01
-    weights = tmp_path / "w.caffemodel"
-    net.save(str(weights))
+    path, weights, _ = save_tiny_model(tmp_path, 4)
     mean = tmp_path / "mean.npy"
     np.save(str(mean), np.full((3, 10, 10), 100.0))       # a full mean image (not 6x6)
-    return ["--model_def", str(path), "--pretrained_model", str(weights),
+    return ["--model_def", path, "--pretrained_model", weights,
             "--mean_file", str(mean)]
 
 
