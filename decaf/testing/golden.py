@@ -1,4 +1,4 @@
-"""Replay the golden reference cases written by BVLC Caffe (``shared/golden``).
+"""Replay the golden reference cases written by BVLC Caffe (``tests/golden``).
 
 A layer case is replayed as the golden README says: build the layer under test from
 ``net.prototxt``, load ``weights.caffemodel``, write ``bottom.*``, forward, compare ``top.*``;
@@ -14,17 +14,7 @@ import numpy as np
 from ..blob import Blob
 from ..layer import create_layer
 from ..proto import caffe_pb2
-from .gradient_check import SHARED_DIR
-
-GOLDEN_DIR = os.path.join(SHARED_DIR, "golden")
-
-
-def require_golden():
-    """The golden directory; raises (so tests fail, not skip) when it is missing."""
-    if not os.path.isdir(GOLDEN_DIR):
-        raise FileNotFoundError("golden reference data not found at %s (set DECAF_SHARED)"
-                                % GOLDEN_DIR)
-    return GOLDEN_DIR
+from .data import GOLDEN_DIR, require_golden  # noqa: F401
 
 
 def layer_cases(types=None):

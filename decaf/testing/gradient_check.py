@@ -6,7 +6,6 @@ differences (L(x + eps) - L(x - eps)) / (2 eps) for every element of every check
 parameter blob.
 """
 import contextlib
-import os
 
 import numpy as np
 
@@ -140,6 +139,3 @@ def forward(spec, bottoms, phase=caffe_pb2.TRAIN, num_tops=None, params=None, dt
     layer.Forward(bottom, top)
     return layer, [t.data.copy() for t in top]
 
-
-SHARED_DIR = os.environ.get("DECAF_SHARED") or os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "..", "shared")

