@@ -21,7 +21,8 @@ def lenet_dir():
 
 def mnist(n):
     """The first n training images (float32, pixel * 1/256, N x 1 x 28 x 28) and labels."""
-    root = os.path.join(os.path.dirname(require_golden()), "data", "mnist")
+    # the repository's copy of MNIST (data/mnist), the same files the golden run read
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "mnist")
     with gzip.open(os.path.join(root, "train-images-idx3-ubyte.gz")) as f:
         head = np.frombuffer(f.read(16), ">u4")
         assert head[0] == 2051
