@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from . import backend
-from .blas import axpy
+from .kernels.blas import axpy
 from .errors import SolverError
 
 # -- learning-rate policies -------------------------------------------------------------------

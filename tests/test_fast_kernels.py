@@ -1,6 +1,6 @@
-"""Tests of the speed paths: the row-GEMM convolution engine (decaf.im2col.RowIm2Col and
-decaf.layers.conv._RowConv), the separable pooling kernels (decaf.pool2d), the BLAS helpers
-(decaf.blas) and the in-place SGD update.  Each fast path is checked against an independent
+"""Tests of the speed paths: the row-GEMM convolution engine (decaf.kernels.im2col.RowIm2Col and
+decaf.layers.conv._RowConv), the separable pooling kernels (decaf.kernels.pool2d), the BLAS helpers
+(decaf.kernels.blas) and the in-place SGD update.  Each fast path is checked against an independent
 reference written out here (or against the generic im2col engine, which follows Caffe's column
 layout), in float64, with every layout / chunking / fallback switch exercised."""
 import itertools
@@ -8,10 +8,11 @@ import itertools
 import numpy as np
 import pytest
 
-from decaf import blas, solvers
-from decaf.im2col import RowIm2Col, conv_output_shape
+from decaf import solvers
+from decaf.kernels import blas
+from decaf.kernels.im2col import RowIm2Col, conv_output_shape
 from decaf.layers import conv as conv_mod
-from decaf.pool2d import FLT_MAX, SeparablePool
+from decaf.kernels.pool2d import FLT_MAX, SeparablePool
 from decaf.layers.pooling import pooled_size
 
 
@@ -128,7 +129,7 @@ def test_row_engine_matches_the_column_engine(monkeypatch, args, batch_inner, bl
     row, ref, out = engines(args, batch_inner=batch_inner, **kw)
     assert row.direct == (not batch_inner)      # forward GEMMs straight into the NCHW top
     if not conv_mod.cblas.available(np.float64):
-        pytest.fail("decaf.cblas could not bind NumPy's BLAS on this machine")
+        pytest.fail("decaf.kernels.cblas could not bind NumPy's BLAS on this machine")
     if batch_inner:
         assert row.bi
         group, stride = args[-1], args[5]
@@ -432,12 +433,12 @@ def test_sgd_update_and_regularize_in_place(monkeypatch, with_blas):
     np.testing.assert_array_equal(g, h)
 
 
-# -- decaf.cblas: NumPy's own BLAS through ctypes ----------------------------------------------
+# -- decaf.kernels.cblas: NumPy's own BLAS through ctypes ----------------------------------------------
 
 def test_cblas_binds_numpys_blas():
     """The wheel's OpenBLAS is found and bound (a failure here means every fast path below
     silently falls back to NumPy: the speed claims of benchmarks/ would not hold)."""
-    from decaf import cblas
+    from decaf.kernels import cblas
     assert cblas.available(np.float32) and cblas.available(np.float64)
     assert not any("scipy.libs" in p for p in cblas._mapped_blas_libraries())
 
@@ -447,7 +448,7 @@ def test_cblas_binds_numpys_blas():
 def test_cblas_gemm_strided_operands(dtype, ta, tb, tc):
     """c = alpha a @ b + beta c on windows of larger buffers (lda, ldb, ldc > row length),
     transposed views and a column-major c, exactly as NumPy computes it."""
-    from decaf import cblas
+    from decaf.kernels import cblas
     big_a, big_b = rand(9, 12).astype(dtype), rand(12, 10, seed=1).astype(dtype)
     a = big_a[1:6, 2:9] if not ta else np.ascontiguousarray(big_a[2:9, 1:6]).T  # 5 x 7
     b = big_b[2:9, 3:7] if not tb else big_b.T[3:7, 2:9].T
@@ -465,7 +466,7 @@ def test_cblas_gemm_strided_operands(dtype, ta, tb, tc):
 
 
 def test_cblas_declines_what_blas_cannot_take():
-    from decaf import cblas
+    from decaf.kernels import cblas
     a, b = rand(4, 6), rand(6, 3)
     c = np.zeros((8, 3))[::2]                    # every other row: ldc = 6, still BLAS's
     assert cblas.gemm(a, b, c) and np.allclose(c, a @ b)
@@ -478,7 +479,7 @@ def test_cblas_declines_what_blas_cannot_take():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cblas_transpose_and_axpy(dtype):
-    from decaf import cblas
+    from decaf.kernels import cblas
     a = rand(7, 11).astype(dtype)[1:6, 2:10]     # strided rows
     out = np.empty((8, 5), dtype)
     cblas.transpose(a, out)
@@ -493,7 +494,7 @@ def test_cblas_transpose_and_axpy(dtype):
 def test_cblas_off_keeps_numpy_forms(monkeypatch):
     """With no BLAS bound (DECAF_CBLAS=0, or an unknown library) every helper declines and the
     convolution engine takes its NumPy layout."""
-    from decaf import cblas
+    from decaf.kernels import cblas
     monkeypatch.setitem(cblas._STATE, "fns", None)
     assert not cblas.available(np.float32) and cblas.raw_gemm(np.float32) is None
     a, b, c = rand(3, 4), rand(4, 2), np.zeros((3, 2))
@@ -511,7 +512,7 @@ def test_cblas_off_keeps_numpy_forms(monkeypatch):
 
 
 def test_cblas_env_switch_disables_binding(monkeypatch):
-    from decaf import cblas
+    from decaf.kernels import cblas
     monkeypatch.setenv("DECAF_CBLAS", "0")
     assert cblas._load() is None
     monkeypatch.setenv("DECAF_CBLAS", "1")

@@ -1,10 +1,10 @@
-"""Tests of decaf/im2col.py: Caffe's column layout, output sizes, col2im as the exact adjoint."""
+"""Tests of decaf/kernels/im2col.py: Caffe's column layout, output sizes, col2im as the exact adjoint."""
 import itertools
 
 import numpy as np
 import pytest
 
-from decaf import im2col as ic
+from decaf.kernels import im2col as ic
 
 
 def ref_im2col(x, kernel, stride, pad, dilation):

@@ -3,17 +3,17 @@
 All three read ``convolution_param``: kernel_size / stride / pad / dilation once or once per
 spatial axis (or kernel_h/w, stride_h/w, pad_h/w for 2-D), ``axis`` (the channel axis; the axes
 before it are batch axes), ``group``, ``num_output``, ``bias_term`` and the fillers.
-The column buffer is built by strided views (decaf.im2col); the batch is folded into the GEMM's
+The column buffer is built by strided views (decaf.kernels.im2col); the batch is folded into the GEMM's
 columns, in chunks so that the buffer stays bounded.
 """
 import threading
 
 import numpy as np
 
-from .. import cblas
-from ..blas import can_accumulate, gemm_accumulate
+from ..kernels import cblas
+from ..kernels.blas import can_accumulate, gemm_accumulate
 from ..filler import fill
-from ..im2col import Im2Col, RowIm2Col, _as_strided, conv_output_shape, deconv_output_shape
+from ..kernels.im2col import Im2Col, RowIm2Col, _as_strided, conv_output_shape, deconv_output_shape
 from ..layer import Layer, register_layer
 from ._reshape_cache import remember, unchanged
 from ..errors import ShapeMismatchError
@@ -204,7 +204,7 @@ class _RowConv:
       layer over RGB): one (M x ow) GEMM per (image, output row), written straight into the
       NCHW top; each padded row of Z ends with a row of ones (``bias_row``), so the GEMMs add
       the bias and sum db with no pass of their own over the large top.
-    * BLAS (``bi``: columns q = (ox, n), decaf.cblas bound): Y and dY live as Yt (M, oh, q);
+    * BLAS (``bi``: columns q = (ox, n), decaf.kernels.cblas bound): Y and dY live as Yt (M, oh, q);
       Yt[:, oy] is a strided (M x q) matrix cblas reads and writes in place, and (M*oh*ow, nb)
       is the NCHW chunk transposed, so each move to or from a blob is one omatcopy; db is a
       GEMV with ones (Caffe's bias_multiplier).

@@ -5,7 +5,7 @@ weight is N x K (K x N with ``transpose``), Embed's is input_dim x num_output.
 """
 import numpy as np
 
-from ..blas import gemm_accumulate  # noqa: F401  (also imported from here by callers)
+from ..kernels.blas import gemm_accumulate  # noqa: F401  (also imported from here by callers)
 from ..filler import fill
 from ..layer import Layer, register_layer
 from ._reshape_cache import remember, unchanged

@@ -3,7 +3,7 @@
 Windows: row window of output oh is [oh*s - p, oh*s - p + k); its output count is Caffe's
 ceil((H + 2p - k) / s) + 1 (floor with round_mode FLOOR), minus one when pad > 0 and the last
 window would start at or beyond H + p.  MAX and AVE run as separable passes over strided views
-of the bottom (decaf.pool2d): over the kernel rows, then the kernel columns; the argmax of MAX is
+of the bottom (decaf.kernels.pool2d): over the kernel rows, then the kernel columns; the argmax of MAX is
 found in the forward pass (Caffe's mask) and the backward pass scatters the top diff through it.
 STOCHASTIC loops over the kernel offsets (i, j) of a padded copy.  Never a loop over pixels.
 """
@@ -14,7 +14,7 @@ import numpy as np
 from ..blob import Blob
 from ..errors import LayerSetupError
 from ..layer import Layer, register_layer
-from ..pool2d import SeparablePool
+from ..kernels.pool2d import SeparablePool
 from ._reshape_cache import remember, unchanged
 from .. import backend
 

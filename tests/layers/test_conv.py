@@ -41,7 +41,7 @@ def test_golden_covers_all_types():
     assert seen == set(TYPES)
 
 
-# -- reference formulas (independent of decaf.im2col) -------------------------------------------
+# -- reference formulas (independent of decaf.kernels.im2col) -------------------------------------------
 
 def out_size(n, k, s, p, d):
     return int(np.trunc((n + 2 * p - (d * (k - 1) + 1)) / s)) + 1

@@ -192,7 +192,7 @@ def col2im(cols, image_shape, kernel, stride=None, pad=None, dilation=None):
 
 
 def _xp_of(a):
-    from .backend import get_array_module
+    from ..backend import get_array_module
     return get_array_module(a)
 
 
@@ -358,7 +358,7 @@ class RowIm2Col:
 
     def transposed(self, x):
         """x (nb, C, H, W) as (C, H, W, nb), contiguous (scratch of this plan): one 2-D
-        transpose, by OpenBLAS's omatcopy for NumPy arrays (decaf.cblas)."""
+        transpose, by OpenBLAS's omatcopy for NumPy arrays (decaf.kernels.cblas)."""
         nb = x.shape[0]
         flat = x.reshape(nb, -1)
         out = self._scratch("_xt", flat.size).reshape(flat.shape[1], nb)

@@ -10,7 +10,7 @@ gradients with ``beta = 1``; doing that as ``c += a @ b`` costs a temporary and 
   OMP_NUM_THREADS = 1, read in OpenBLAS's order, or a single CPU).  It is the first choice then:
   on the narrow weight-gradient shapes of convolutions (K x 32 results) it runs 5-15 % faster
   than the OpenBLAS NumPy bundles (benchmarks/NOTES.md).
-* the cblas of NumPy's own OpenBLAS (decaf.cblas: any strides, one thread pool), at any thread
+* the cblas of NumPy's own OpenBLAS (decaf.kernels.cblas: any strides, one thread pool), at any thread
   count.
 
 Otherwise (and for CuPy arrays) the product is computed and added.
@@ -40,7 +40,7 @@ def blas_threads():
 
 
 _blas = _scipy_blas if blas_threads() == 1 else None
-# decaf.cblas (NumPy's own BLAS) where SciPy's is not used; set False to keep to SciPy / NumPy
+# decaf.kernels.cblas (NumPy's own BLAS) where SciPy's is not used; set False to keep to SciPy / NumPy
 _use_cblas = True
 HAVE_BETA_GEMM = cblas.available(np.float32) or _blas is not None
 
@@ -72,7 +72,7 @@ def gemm_accumulate(a, b, c):
     """c += a @ b for 2-D arrays, in place (Caffe's gemm with beta = 1).
 
     NumPy float32/float64 arrays go through BLAS ?gemm with beta = 1 (no temporary); other
-    arrays (CuPy, odd strides) compute the product, then add it.  With decaf.cblas any operands
+    arrays (CuPy, odd strides) compute the product, then add it.  With decaf.kernels.cblas any operands
     with one unit stride each are taken in place, strided windows of bigger buffers included.
     """
     if _blas is None and _use_cblas and type(c) is np.ndarray and cblas.gemm(a, b, c, 1.0, 1.0):
@@ -94,7 +94,7 @@ def gemm_accumulate(a, b, c):
 
 
 def _array_module(a):
-    from .backend import get_array_module
+    from ..backend import get_array_module
     return get_array_module(a)
 
 
