@@ -88,11 +88,21 @@ def _caller(depth):
 
 
 def _open_file(now):
+    """The log file in ``log_dir`` (glog's name); None, after one clear E line on stderr, when it
+    cannot be created: logging then goes on to stderr (glog would drop the file lines)."""
     d = _cfg.log_dir or os.environ.get("TMPDIR", "/tmp")
     user = os.environ.get("USER", "unknown")
     name = "%s.%s.%s.log.INFO.%s.%d" % (_cfg.program, socket.gethostname(), user,
                                          now.strftime("%Y%m%d-%H%M%S"), os.getpid())
-    f = open(os.path.join(d, name), "a")
+    try:
+        f = open(os.path.join(d, name), "a")
+    except OSError as e:
+        _cfg.logtostderr = True
+        why = "no such folder" if not os.path.isdir(d) else (e.strerror or str(e))
+        stream = _cfg.stream or sys.stderr
+        stream.write(prefix(ERROR, _caller(1), now) + "Could not create log file in log_dir %r "
+                     "(GLOG_log_dir / -log_dir): %s; logging to stderr instead\n" % (d, why))
+        return None
     f.write("Log file created at: %s\nRunning on machine: %s\n"
             "Log line format: [IWEF]mmdd hh:mm:ss.uuuuuu threadid file:line] msg\n"
             % (now.strftime("%Y/%m/%d %H:%M:%S"), socket.gethostname()))
@@ -115,6 +125,10 @@ def _emit(severity, msg, where):
             stream.flush()
         if not _cfg.logtostderr:
             f = _cfg.file or _open_file(now)
+            if f is None:          # no log file: stderr gets every line instead
+                if not to_err:
+                    (_cfg.stream or sys.stderr).write(text)
+                return
             f.write(text)
             f.flush()
 
@@ -151,6 +165,22 @@ def fatal(msg, where=None, exc=None):
     raise exc(msg)
 
 
+def exception_where(exc):
+    """``file:line`` where ``exc`` was raised (the innermost frame of its traceback), for the
+    ``F`` line that reports it; ``"<unknown>:0"`` without a traceback."""
+    tb = getattr(exc, "__traceback__", None)
+    if tb is None:
+        return "<unknown>:0"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return "%s:%d" % (os.path.basename(tb.tb_frame.f_code.co_filename), tb.tb_lineno)
+
+
+def log_exception(exc, severity=FATAL):
+    """One glog line (``F`` by default) for ``exc``, located where it was raised."""
+    _emit(severity, str(exc), exception_where(exc))
+
+
 def log(msg):
     """pycaffe's ``caffe.log(msg)``: one INFO line."""
     _emit(INFO, msg, _caller(2))
@@ -171,13 +201,16 @@ class GlogHandler(logging.Handler):
             self.handleError(record)
 
 
-def install_logging_handler(logger_name="decaf"):
-    """Route the ``logging`` records of ``logger_name`` (default: all of decaf) through glog."""
+def install_logging_handler(logger_name="decaf", propagate=None):
+    """Route the ``logging`` records of ``logger_name`` (default: all of decaf) through glog.
+    Done for "decaf" on import, so that every decaf message is a glog line that honours
+    ``GLOG_minloglevel``; ``propagate=False`` also keeps them from the root logger's handlers."""
     logger = logging.getLogger(logger_name)
     if not any(isinstance(h, GlogHandler) for h in logger.handlers):
         logger.addHandler(GlogHandler())
     logger.setLevel(logging.DEBUG)
-    logger.propagate = False
+    if propagate is not None:
+        logger.propagate = propagate
     return logger
 
 
@@ -193,3 +226,6 @@ def fmt(x):
     if x in (float("inf"), float("-inf")):
         return "inf" if x > 0 else "-inf"
     return "%g" % x
+
+
+install_logging_handler()

@@ -75,13 +75,36 @@ def parse_solver_tool_args(argv, spec, doc, usage):
     return flags, args[0]
 
 
+HELP_FLAGS = ("help", "helpshort", "helpfull")
+
+
+def wants_help(argv):
+    """True when ``argv`` asks for gflags' help (``-help``, ``--help``, ``-helpshort``,
+    ``-helpfull``, also ``=true``) before any ``--``."""
+    for arg in argv:
+        if arg == "--":
+            return False
+        if arg.startswith("-") and arg != "-":
+            name, eq, value = arg.lstrip("-").partition("=")
+            if name in HELP_FLAGS and (not eq or value.lower() in _TRUE):
+                return True
+    return False
+
+
 def run_tool(body, argv, usage):
-    """Run ``body(argv)``; errors print a message and give exit code 1."""
+    """Run ``body(argv)``: ``-help`` prints ``usage`` (exit code 0); a usage error prints the
+    message and the usage, any other DecafError one glog ``F`` line naming the file:line that
+    raised it (exit code 1)."""
+    from .. import glog
+    argv = list(argv)
+    if wants_help(argv):
+        print(usage)
+        return 0
     try:
         return body(argv)
     except UsageError as e:
         print("ERROR: %s\n%s" % (e, usage), file=sys.stderr)
         return 1
     except DecafError as e:
-        print("ERROR: %s" % e, file=sys.stderr)
+        glog.log_exception(e)
         return 1

@@ -14,17 +14,16 @@ Nets (:func:`upgrade_net_as_needed`, applied in Caffe's order):
 
 Solvers (:func:`upgrade_solver_as_needed`): the ``solver_type`` enum becomes the ``type`` string.
 
-Everything works in place on the given message and logs what it did on the "decaf.proto" logger,
-as Caffe logs it.
+Everything works in place on the given message and logs what it did as glog lines with Caffe's
+``upgrade_proto.cpp:<line>`` (so ``GLOG_minloglevel`` silences the notes, as in Caffe).
 """
-import logging
-
+from .. import glog
 from ..errors import PrototxtError
 from . import caffe_pb2
 from .upgrade_v0 import (net_needs_v0_to_v1_upgrade, upgrade_v0_layer_parameter,  # noqa: F401
                          upgrade_v0_layer_type, upgrade_v0_net, upgrade_v0_padding_layers)
 
-log = logging.getLogger("decaf.proto")
+U = "upgrade_proto.cpp"   # the notes carry Caffe's source lines, as upgrade_proto.cpp logs them
 
 _V1 = caffe_pb2.V1LayerParameter
 
@@ -196,7 +195,7 @@ def upgrade_v1_layer_parameter(v1, layer):
         if v1.HasField(field):
             getattr(layer, field).CopyFrom(getattr(v1, field))
     if v1.HasField("layer"):
-        log.error("Input NetParameter has V0 layer -- ignoring.")
+        glog.error("Input NetParameter has V0 layer -- ignoring.")
         compatible = False
     return compatible
 
@@ -219,7 +218,7 @@ def upgrade_v1_net(v1_net_param, source="<net>"):
     compatible = True
     for i, v1 in enumerate(v1_net_param.layers):
         if not upgrade_v1_layer_parameter(v1, net.layer.add()):
-            log.error("Upgrade of input layer %d failed.", i)
+            glog.error("Upgrade of input layer %d failed." % i)
             compatible = False
     return net, compatible
 
@@ -283,48 +282,54 @@ def upgrade_net_as_needed(net_param, source="<net>"):
     """
     success = True
     if net_needs_v0_to_v1_upgrade(net_param):
-        log.info("Attempting to upgrade input file specified using deprecated "
-                 "V0LayerParameter: %s", source)
+        glog.info("Attempting to upgrade input file specified using deprecated "
+                  "V0LayerParameter: " + source, U + ":26")
         new, ok = upgrade_v0_net(net_param, source)
         _replace(net_param, new)
         if ok:
-            log.info("Successfully upgraded file specified using deprecated V0LayerParameter")
+            glog.info("Successfully upgraded file specified using deprecated V0LayerParameter",
+                      U + ":34")
         else:
             success = False
-            log.error("Warning: had one or more problems upgrading V0NetParameter to "
-                      "NetParameter (see above); continuing anyway.")
-        log.warning("Note that future Caffe releases will not support V0NetParameter; use "
-                    "upgrade_net_proto_text / upgrade_net_proto_binary to upgrade %s.", source)
+            glog.error("Warning: had one or more problems upgrading V0NetParameter to "
+                       "NetParameter (see above); continuing anyway.", U + ":31")
+        glog.warning("Note that future Caffe releases will not support V0NetParameter; use "
+                     "./build/tools/upgrade_net_proto_text for prototxt and "
+                     "./build/tools/upgrade_net_proto_binary for model weights upgrade this and "
+                     "any other net protos to the new format.", U + ":37")
     if net_needs_data_upgrade(net_param):
-        log.info("Attempting to upgrade input file specified using deprecated transformation "
-                 "parameters: %s", source)
+        glog.info("Attempting to upgrade input file specified using deprecated transformation "
+                  "parameters: " + source, U + ":44")
         upgrade_net_data_transformation(net_param)
-        log.info("Successfully upgraded file specified using deprecated data transformation "
-                 "parameters.")
-        log.warning("Note that future Caffe releases will only support transform_param "
-                    "messages for transformation fields.")
+        glog.info("Successfully upgraded file specified using deprecated data transformation "
+                  "parameters.", U + ":47")
+        glog.warning("Note that future Caffe releases will only support transform_param "
+                     "messages for transformation fields.", U + ":49")
     if net_needs_v1_to_v2_upgrade(net_param):
-        log.info("Attempting to upgrade input file specified using deprecated "
-                 "V1LayerParameter: %s", source)
+        glog.info("Attempting to upgrade input file specified using deprecated "
+                  "V1LayerParameter: " + source, U + ":53")
         new, ok = upgrade_v1_net(net_param, source)
         _replace(net_param, new)
         if ok:
-            log.info("Successfully upgraded file specified using deprecated V1LayerParameter")
+            glog.info("Successfully upgraded file specified using deprecated V1LayerParameter",
+                      U + ":61")
         else:
             success = False
-            log.error("Warning: had one or more problems upgrading V1LayerParameter (see "
-                      "above); continuing anyway.")
+            glog.error("Warning: had one or more problems upgrading V1LayerParameter (see "
+                       "above); continuing anyway.", U + ":58")
     if net_needs_input_upgrade(net_param):
-        log.info("Attempting to upgrade input file specified using deprecated input fields: "
-                 "%s", source)
+        glog.info("Attempting to upgrade input file specified using deprecated input fields: "
+                  + source, U + ":67")
         upgrade_net_input(net_param, source)
-        log.info("Successfully upgraded file specified using deprecated input fields.")
-        log.warning("Note that future Caffe releases will only support input layers and not "
-                    "input fields.")
+        glog.info("Successfully upgraded file specified using deprecated input fields.",
+                  U + ":70")
+        glog.warning("Note that future Caffe releases will only support input layers and not "
+                     "input fields.", U + ":72")
     if net_needs_batch_norm_upgrade(net_param):
-        log.info("Attempting to upgrade batch norm layers using deprecated params: %s", source)
+        glog.info("Attempting to upgrade batch norm layers using deprecated params: " + source,
+                  U + ":77")
         upgrade_net_batch_norm(net_param)
-        log.info("Successfully upgraded batch norm layers using deprecated params.")
+        glog.info("Successfully upgraded batch norm layers using deprecated params.", U + ":80")
     return success
 
 
@@ -342,7 +347,7 @@ def upgrade_solver_type(solver_param, source="<solver>"):
     there was nothing to upgrade.
     """
     if not solver_param.HasField("solver_type"):
-        log.error("Warning: solver type already up to date.")
+        glog.error("Warning: solver type already up to date.")
         return False
     name = SOLVER_TYPES.get(solver_param.solver_type)
     if name is None:
@@ -363,13 +368,14 @@ def upgrade_solver_as_needed(solver_param, source="<solver>"):
     """Upgrade ``solver_param`` in place; returns True on success."""
     if not solver_needs_type_upgrade(solver_param):
         return True
-    log.info("Attempting to upgrade input file specified using deprecated 'solver_type' field "
-             "(enum)': %s", source)
+    glog.info("Attempting to upgrade input file specified using deprecated 'solver_type' field "
+              "(enum)': " + source, U + ":1080")
     if not upgrade_solver_type(solver_param, source):
-        log.error("Warning: had one or more problems upgrading SolverType (see above).")
+        glog.error("Warning: had one or more problems upgrading SolverType (see above).",
+                   U + ":1084")
         return False
-    log.info("Successfully upgraded file specified using deprecated 'solver_type' field (enum) "
-             "to 'type' field (string).")
-    log.warning("Note that future Caffe releases will only support 'type' field (string) for "
-                "a solver's type.")
+    glog.info("Successfully upgraded file specified using deprecated 'solver_type' field (enum) "
+              "to 'type' field (string).", U + ":1087")
+    glog.warning("Note that future Caffe releases will only support 'type' field (string) for "
+                 "a solver's type.", U + ":1089")
     return True

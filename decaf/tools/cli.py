@@ -389,7 +389,7 @@ def main(argv=None):
         print("ERROR: %s\n\n%s" % (e, usage()), file=sys.stderr)
         return 1
     except DecafError as e:
-        log._emit(log.FATAL, str(e), W + ":0")
+        log.log_exception(e)      # F line with the file:line that raised it
         return 1
 
 

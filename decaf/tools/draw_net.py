@@ -8,10 +8,11 @@ The output format is the file's extension (png, pdf, svg, ... need Graphviz's ``
 import argparse
 import sys
 
+from ..data.cli import UsageError, run_tool, wants_help
 from ..proto import caffe_pb2
 
 
-def parse_args(argv):
+def _parser():
     parser = argparse.ArgumentParser(prog="decaf draw_net",
                                      description="Draw a graph of the net architecture.",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -28,24 +29,38 @@ def parse_args(argv):
                         help="Use this flag to visualize the learning rate multiplier, when "
                              "non-zero, for the learning layers (Convolution, Deconvolution, "
                              "InnerProduct).")
-    return parser.parse_args(argv)
+    return parser
 
 
-def main(argv=None):
-    """Entry point; ``argv`` excludes the program name. Returns the exit code."""
+def parse_args(argv):
+    """pycaffe's arguments; ``-help`` (gflags' spelling) is taken as ``--help``."""
+    return _parser().parse_args(["--help" if wants_help([a]) else a for a in argv])
+
+
+def _run(argv):
     from .. import draw
     from ..proto import io as pio
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if wants_help(argv):
+        print(_parser().format_help().rstrip("\n"))
+        return 0
+    try:
+        args = parse_args(argv)
+    except SystemExit as e:        # argparse printed its message (usage error: code 2)
+        return e.code if isinstance(e.code, int) else 1
     phases = {"TRAIN": caffe_pb2.TRAIN, "TEST": caffe_pb2.TEST, "ALL": None}
     if args.phase not in phases:
-        raise ValueError("Unknown phase: " + args.phase)
-    net = caffe_pb2.NetParameter()
-    with open(args.input_net_proto_file) as f:
-        pio.parse_text(f.read(), net, args.input_net_proto_file)
+        raise UsageError("Unknown phase: %s (use TRAIN, TEST or ALL)" % args.phase)
+    net = pio.read_text(args.input_net_proto_file, caffe_pb2.NetParameter())
     print("Drawing net to %s" % args.output_image_file)
     draw.draw_net_to_file(net, args.output_image_file, args.rankdir, phases[args.phase],
                           args.display_lrm)
     return 0
+
+
+def main(argv=None):
+    """Entry point; ``argv`` excludes the program name. Returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run_tool(_run, argv, _parser().format_usage().rstrip("\n"))
 
 
 if __name__ == "__main__":
