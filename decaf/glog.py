@@ -190,6 +190,9 @@ class GlogHandler(logging.Handler):
     """A ``logging`` handler writing records as glog lines (for modules that use ``logging``)."""
 
     def emit(self, record):
+        if getattr(record, "_decaf_glogged", False):   # a parent logger's handler: once only
+            return
+        record._decaf_glogged = True
         try:
             sev = ERROR if record.levelno >= logging.ERROR else \
                 WARNING if record.levelno >= logging.WARNING else INFO

@@ -319,3 +319,40 @@ layer { name: "deep" type: "Reduction" bottom: "ip" top: "deep" include { min_le
     assert rc == 0 and re.search(r"\]      extra\tforward: ", text)
     rc, _, err = run_main(args + ["-phase", "VAL"], capsys)
     assert rc == 1 and "phase must be" in err
+
+
+# -- every tool's -help, F lines --------------------------------------------------------------
+
+def _tool_main(argv):
+    """cli.main; argparse tools end --help with SystemExit(0), as when run from a shell."""
+    try:
+        return cli.main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+@pytest.mark.parametrize("tool", cli.tool_names())
+@pytest.mark.parametrize("spelling", ["-help", "--help", "-helpshort"])
+def test_every_tool_prints_its_usage_for_help(tool, spelling, capsys):
+    assert _tool_main([tool, spelling]) == 0
+    out, err = capsys.readouterr()
+    assert "usage" in out.lower() and len(out.splitlines()) >= 1
+    assert "unknown command line flag" not in out + err and "error:" not in err
+
+
+def test_fatal_line_names_the_raising_source_line(capsys, workdir):
+    rc, text, _ = run_main(["train", "-solver", "missing_solver.prototxt"], capsys)
+    assert rc == 1
+    (line,) = [l for l in text.splitlines() if l.startswith("F")]
+    m = GLOG.match(line)
+    filename, lineno = m.group(9), int(m.group(10))
+    assert (filename, lineno) != ("caffe.cpp", 0) and filename.endswith(".py")
+    assert "missing_solver.prototxt" in line
+    import decaf
+    matches = [os.path.join(d, filename) for d, _, files in os.walk(os.path.dirname(
+        decaf.__file__)) if filename in files]
+    lines = []
+    for path in matches:                    # decaf/io.py and decaf/proto/io.py share a name
+        with open(path) as f:
+            lines.append(f.read().splitlines()[lineno - 1])
+    assert any("raise" in l for l in lines)

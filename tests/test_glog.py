@@ -90,3 +90,38 @@ def test_glog_environment(tmp_path):
     body = (tmp_path / logfile).read_text().splitlines()
     assert body[0].startswith("Log file created at: ")
     assert [l[0] for l in body[3:]] == ["I", "W", "E"]
+
+
+def test_missing_log_dir_falls_back_to_stderr(tmp_path):
+    missing = str(tmp_path / "no" / "such")
+    code = "from decaf import glog as log; log.info('i'); log.warning('w'); log.error('e')"
+    p = run_env({"GLOG_logtostderr": "0", "GLOG_log_dir": missing}, code)
+    assert p.returncode == 0 and "Traceback" not in p.stderr
+    lines = p.stderr.splitlines()
+    assert lines[0].startswith("E") and ("Could not create log file in log_dir %r" % missing
+                                         in lines[0]) and "no such folder" in lines[0]
+    assert [l[0] for l in lines[1:]] == ["I", "W", "E"]      # every line, on stderr
+    assert not os.path.exists(missing)
+
+
+UPGRADE_CODE = ("from decaf.proto import io; from decaf.testing.data import golden_path; "
+                "io.read_net_param(golden_path('formats', 'upgrade', 'v0_net.prototxt'))")
+
+
+def test_upgrade_notes_are_glog_lines_and_obey_minloglevel():
+    p = run_env({"GLOG_minloglevel": "0"}, UPGRADE_CODE)
+    assert p.returncode == 0
+    lines = p.stderr.splitlines()
+    notes = [l for l in lines if "Note that future Caffe releases" in l]
+    assert len(notes) == 2 and all(re.match(r"^W\d{4} .* upgrade_proto\.cpp:\d+\] Note", l)
+                                   for l in notes)
+    assert all(re.match(r"^[IWEF]\d{4} ", l) for l in lines)
+    p = run_env({"GLOG_minloglevel": "2"}, UPGRADE_CODE)
+    assert p.returncode == 0 and p.stderr == ""
+
+
+def test_decaf_logging_records_obey_minloglevel():
+    code = ("import logging, decaf.glog; logging.getLogger('decaf.proto').error('bad %s', 1);"
+            "logging.getLogger('decaf.proto').warning('note')")
+    p = run_env({"GLOG_minloglevel": "2"}, code)
+    assert re.match(r"^E\d{4} .*\] bad 1\n$", p.stderr)

@@ -91,6 +91,14 @@ def wants_help(argv):
     return False
 
 
+def argparse_help(argv):
+    """``argv`` with gflags' help spellings (``-help``, ``-helpshort``...) as argparse's
+    ``--help``, for the tools that keep pycaffe's argparse interface."""
+    argv = list(argv)
+    end = argv.index("--") if "--" in argv else len(argv)
+    return ["--help" if i < end and wants_help([a]) else a for i, a in enumerate(argv)]
+
+
 def run_tool(body, argv, usage):
     """Run ``body(argv)``: ``-help`` prints ``usage`` (exit code 0); a usage error prints the
     message and the usage, any other DecafError one glog ``F`` line naming the file:line that

@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+from ..data.cli import argparse_help
+
 DEFAULT_MODEL = "models/bvlc_reference_caffenet/deploy.prototxt"
 DEFAULT_WEIGHTS = "models/bvlc_reference_caffenet/bvlc_reference_caffenet.caffemodel"
 DEFAULT_MEAN = "python/caffe/imagenet/ilsvrc_2012_mean.npy"
@@ -102,7 +104,7 @@ def parse_args(argv):
     p.add_argument("--ext", default="jpg",
                    help="Image file extension to take as input when a directory is given as "
                         "the input file.")
-    return p.parse_args(argv)
+    return p.parse_args(argparse_help(argv))   # -help as gflags spells it, too
 
 
 def load_inputs(path, ext):

@@ -18,6 +18,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ..data.cli import argparse_help
 from .classify import (DEFAULT_MODEL, DEFAULT_WEIGHTS, add_preprocessing_args, caffe_path,
                        load_mean, require_file, set_mode)
 
@@ -42,7 +43,7 @@ def parse_args(argv):
     add_preprocessing_args(p, "H x W x K")
     p.add_argument("--context_pad", type=int, default=16,
                    help="Amount of surrounding context to collect in input window.")
-    return p.parse_args(argv)
+    return p.parse_args(argparse_help(argv))   # -help as gflags spells it, too
 
 
 def read_windows_csv(path):

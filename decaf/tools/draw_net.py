@@ -8,7 +8,7 @@ The output format is the file's extension (png, pdf, svg, ... need Graphviz's ``
 import argparse
 import sys
 
-from ..data.cli import UsageError, run_tool, wants_help
+from ..data.cli import UsageError, argparse_help, run_tool, wants_help
 from ..proto import caffe_pb2
 
 
@@ -34,7 +34,7 @@ def _parser():
 
 def parse_args(argv):
     """pycaffe's arguments; ``-help`` (gflags' spelling) is taken as ``--help``."""
-    return _parser().parse_args(["--help" if wants_help([a]) else a for a in argv])
+    return _parser().parse_args(argparse_help(argv))
 
 
 def _run(argv):
