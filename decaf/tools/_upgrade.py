@@ -62,7 +62,7 @@ def run(kind, argv, tool, usage):
     try:
         needed, success = _upgrade(kind, param, path)
     except DecafError as e:           # e.g. a solver whose solver_type and type disagree
-        log.error(str(e), "upgrade_proto.cpp")
+        log.error(str(e))
         needed, success = True, False
     if needed and not success:
         log.error("Encountered error(s) while upgrading prototxt; see details above.",
