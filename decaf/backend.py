@@ -80,7 +80,7 @@ def rng():
 
 def _from_world():
     """solver_count / solver_rank not set: take them from the MPI world (decaf.parallel)."""
-    from .parallel.world import world
+    from .parallel.launcher import world
     w = world()
     if _state.solver_count is None:
         _state.solver_count = w.size

@@ -3,7 +3,7 @@
     mpirun -np 4 decaf train -solver solver.prototxt        # or: srun -n 4 decaf train ...
 
 Every rank builds the same solver; ``solver_count()`` / ``solver_rank()`` are the MPI world's
-(:mod:`decaf.parallel.world`). The root's weights are broadcast once; after every backward the
+(:mod:`decaf.parallel.launcher`). The root's weights are broadcast once; after every backward the
 gradients are summed over the ranks and scaled by 1/solver_count before the update
 (:class:`MPI`, Caffe's NCCL callback); Data and HDF5Data layers keep record i only on rank
 i % solver_count (TEST nets read everything); the prototxt batch is per rank; every solver seeds
@@ -23,7 +23,7 @@ From Python, as pycaffe's ``python/train.py`` does with ``caffe.NCCL``::
 (``parallel.attach(solver)`` does those four lines.) NCCL on GPUs is not here: ``caffe.NCCL``
 refuses with its error, as Caffe built without USE_NCCL.
 """
-from .world import World, MPIError, world, abort_on_error, report_failure  # noqa: F401
+from .launcher import World, MPIError, world, abort_on_error, report_failure  # noqa: F401
 from .mpi import MPI, Stats, attach, DEFAULT_BUCKET_BYTES  # noqa: F401
 
 __all__ = ["World", "MPIError", "world", "abort_on_error", "report_failure", "MPI", "Stats",

@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import glog as log
 from .buckets import plan, shares_weights
-from .world import MPIError, import_mpi, world
+from .launcher import MPIError, import_mpi, world
 
 DEFAULT_BUCKET_BYTES = 1 << 20    # 1 MiB: several buckets even for LeNet, few calls for big nets
 

@@ -8,9 +8,9 @@ the launcher. mpi4py is imported only when a launcher left its mark in the envir
 asks mpi4py even without such a mark.
 
 With K > 1, :func:`world` also does what Caffe does for a solver that is not the root: its INFO
-lines are dropped (warnings and errors stay, prefixed by the rank), and an exception that
-reaches the top ends the whole job (``MPI_Abort``) after logging it with the rank, so that a
-failing rank never leaves the others waiting in an all-reduce.
+lines are dropped (warnings and errors stay); and an exception that reaches the top ends the
+whole job (``MPI_Abort``) after a FATAL line naming the rank, so that a failing rank never
+leaves the others waiting in an all-reduce.
 """
 import os
 import sys
