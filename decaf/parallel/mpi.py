@@ -28,6 +28,7 @@ from .buckets import plan, shares_weights
 from .launcher import MPIError, import_mpi, world
 
 DEFAULT_BUCKET_BYTES = 1 << 20    # 1 MiB: several buckets even for LeNet, few calls for big nets
+_ACTIONS = ("none", "snapshot", "stop")   # decaf.solver's NONE, SNAPSHOT, STOP, weakest first
 
 
 class Stats:
@@ -81,8 +82,10 @@ class MPI:
         self._lowest = min(self._by_trigger) if self._by_trigger else 0
         self._passes = 0
         self._pending = []
+        self._agreed = []
         self.stats = Stats()
         if self.size > 1:
+            solver._requested_action = self._requested_action   # signals: decided together
             self._log_plan()
 
     def _log_plan(self):
@@ -165,8 +168,31 @@ class MPI:
                 b.unpack_scaled(self.params, self.scale)
         for b in self.buckets:
             b.sent = False
+        self._agree_on_signals()
         self.stats.steps += 1
         self.stats.wait_s += time.perf_counter() - t
+
+    # -- signals -----------------------------------------------------------------------------
+    def _agree_on_signals(self):
+        """A SIGINT / SIGHUP reaches the ranks one by one: once per iteration the ranks take the
+        strongest request any of them has (stop > snapshot > none), so that they all stop at
+        the same iteration (a rank stopping alone would leave the others in the all-reduce).
+        The solver acts on it after the update, as on a signal of its own."""
+        s = self.solver
+        if not self._signals_possible():   # the same on every rank: no signal handlers
+            return
+        local = type(s)._requested_action(s)
+        code = np.array([_ACTIONS.index(local)], np.int32)
+        self.comm.Allreduce(self._MPI.IN_PLACE, code, op=self._MPI.MAX)
+        self._agreed.append(_ACTIONS[int(code[0])])
+
+    def _signals_possible(self):
+        s = self.solver
+        return any(e not in (None, "none") for e in (s.sigint_effect, s.sighup_effect))
+
+    def _requested_action(self):
+        """The solver's _requested_action while this object is attached: the agreed one."""
+        return self._agreed.pop(0) if self._agreed else _ACTIONS[0]
 
     # -- buckets -----------------------------------------------------------------------------
     def _launch(self, b):
@@ -204,6 +230,6 @@ def attach(solver, comm=None, bucket_bytes=DEFAULT_BUCKET_BYTES):
     sync = MPI(solver, comm, bucket_bytes)
     sync.bcast()
     solver.add_callback(sync)
-    if sync.layer_wise and sync.size > 1:
+    if sync.size > 1 and sync.layer_wise:
         solver.net.after_backward(sync)
     return sync

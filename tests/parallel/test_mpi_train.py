@@ -101,6 +101,33 @@ def test_killed_rank_ends_the_job(tmp_path):
     assert "rank 1" in out, out[-4000:]
 
 
+def test_sigint_to_one_rank_stops_every_rank_at_the_same_iteration(tmp_path):
+    train_db = h.make_lmdb(tmp_path / "db", 40)
+    solver = h.write_solver(tmp_path, "stop", train_db, BATCH, max_iter=10 ** 6)
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(WRAPPER % str(tmp_path))
+    log_path = tmp_path / "log.txt"
+    with open(log_path, "wb") as log:
+        p = subprocess.Popen(h.mpi_command(2, str(wrapper), "train", "-solver", solver),
+                             cwd=tmp_path, env=h.env(), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + h.TIMEOUT
+            while time.time() < deadline and "Iteration 20 " not in log_path.read_text():
+                assert p.poll() is None, log_path.read_text()[-4000:]
+                time.sleep(0.1)
+            os.kill(int((tmp_path / "pid.1").read_text()), signal.SIGINT)  # not the root
+            rc = p.wait(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    out = log_path.read_text()
+    assert rc == 0, out[-4000:]
+    assert h.log_lines(out, r"^Optimization stopped early")
+    snap = h.log_lines(out, r"^Snapshotting to binary proto file")   # snapshot_after_train
+    assert len(snap) == 1 and os.path.exists(snap[0].split()[-1])
+
+
 FAILING_LAYER = """import caffe
 
 class FailOnRank1(caffe.Layer):
