@@ -184,7 +184,8 @@ def table(rows):
              "| MB/it | efficiency |", "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: "
              "| ---: |"]
     for r in rows:
-        how = "-" if r["ranks"] == 1 else ("layer-wise, %d buckets" % r["buckets"]
+        how = "-" if r["ranks"] == 1 else ("layer-wise, %d bucket%s" % (
+            r["buckets"], "" if r["buckets"] == 1 else "s")
                                            if r["layer_wise"] else "once after backward")
         lines.append("| %s | %d | %s | %.1f | %.0f | %.2f | %.2f | %.3f | %s |" % (
             r["net"], r["ranks"], how, r["it_s"], r["images_s"], r["allreduce_ms"],

@@ -68,7 +68,7 @@ class MPI:
         self.comm = comm
         self.size = comm.Get_size() if comm is not None else 1
         self.rank = comm.Get_rank() if comm is not None else 0
-        for p in self.params:
+        for p in self.params if self.size > 1 else ():
             if p.xp is not np:
                 raise MPIError("MPI training runs on the CPU: parameter blobs of net %r live on "
                                "a GPU (leave out -gpu / set_mode_gpu with mpirun)" % self.net.name)

@@ -44,6 +44,13 @@ def test_k_ranks_equal_one_rank_with_k_times_the_batch(tmp_path, k, iter_size):
         assert name_a == b.split("=")[0]
         assert va == pytest.approx(float(b.split("=")[1].split()[0]), rel=1e-4, abs=1e-5)
     assert len(h.log_lines(out, r"^Snapshotting to binary proto file")) == 1
+    # parse_log.py reads the root's log as the single solver's: same rows, same lr column
+    from ..test_cli import parse_log_like_caffe
+    rows, rows_ref = parse_log_like_caffe(out), parse_log_like_caffe(ref)
+    for kind in ("train", "test"):
+        assert [(r["NumIters"], r["LearningRate"]) for r in rows[kind]] == \
+            [(r["NumIters"], r["LearningRate"]) for r in rows_ref[kind]]
+    assert [r["NumIters"] for r in rows["test"]] == [0, 10, 20]
 
 
 def test_snapshot_at_k_ranks_resumes_bit_exact(tmp_path):
