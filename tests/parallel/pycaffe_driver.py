@@ -25,6 +25,9 @@ def main(solver_path, out):
         param = read_solver_param(solver_path)
         param.layer_wise_reduce = layer_wise
         solver = caffe.get_solver(param)
+        if mode == "layerwise":         # before bcast: this rank's own fillers (seed + rank)
+            np.save(os.path.join(out, "init_rank%d.npy" % rank),
+                    solver.net.params["conv"][0].data)
         comm = parallel.MPI(solver, bucket_bytes=bucket_bytes)
         comm.bcast()
         solver.add_callback(comm)

@@ -8,6 +8,7 @@ import numpy as np
 
 import caffe
 from decaf import parallel
+from decaf.solver import read_solver_param
 
 from . import helpers as h
 
@@ -72,6 +73,14 @@ def test_pycaffe_mpi_callbacks_with_shared_weights(tmp_path):
             for name in ranks[0]:
                 assert np.array_equal(other[name], ranks[0][name]), (mode, name)
         close(ranks[0], want)
+    # every solver seeds with random_seed + rank: rank r's fillers are those of seed 1701 + r
+    for r in range(k):
+        param = read_solver_param(one)
+        param.random_seed = 1701 + r
+        own = caffe.get_solver(param).net.params["conv"][0].data
+        assert np.array_equal(np.load(tmp_path / ("init_rank%d.npy" % r)), own)
+    assert not np.array_equal(np.load(tmp_path / "init_rank0.npy"),
+                              np.load(tmp_path / "init_rank1.npy"))
     info = json.loads((tmp_path / "info_rank0.json").read_text())
     assert info["size"] == k and info["rank"] == 0
     # 1-byte buckets: one per group of parameters ready after the same layer
