@@ -18,8 +18,8 @@ class _State:
     device = 0
     rng = np.random.RandomState()
     seed = None
-    solver_count = 1
-    solver_rank = 0
+    solver_count = None   # None until set or first asked: then the MPI world's (1 alone)
+    solver_rank = None
     multiprocess = False
 
 
@@ -78,7 +78,23 @@ def rng():
     return _state.rng
 
 
+def _from_world():
+    """solver_count / solver_rank not set: take them from the MPI world (decaf.parallel)."""
+    from .parallel.launcher import world
+    w = world()
+    if _state.solver_count is None:
+        _state.solver_count = w.size
+    if _state.solver_rank is None:
+        _state.solver_rank = w.rank
+    if w.size > 1:
+        _state.multiprocess = True   # one process per rank, as pycaffe's train.py
+
+
 def solver_count():
+    """Caffe::solver_count(): how many solvers train together (the MPI world's size unless
+    set_solver_count was called)."""
+    if _state.solver_count is None:
+        _from_world()
     return _state.solver_count
 
 
@@ -87,7 +103,15 @@ def set_solver_count(n):
 
 
 def solver_rank():
+    """Caffe::solver_rank(): this solver's rank (the MPI rank unless set_solver_rank)."""
+    if _state.solver_rank is None:
+        _from_world()
     return _state.solver_rank
+
+
+def root_solver():
+    """Caffe::root_solver(): rank 0 logs, tests and snapshots."""
+    return solver_rank() == 0
 
 
 def set_solver_rank(r):

@@ -13,7 +13,9 @@ class does not define already:
 - pycaffe's low-level names: ``_forward(start, end)``, ``_backward(start, end)``,
   ``_top_ids(i)``, ``_bottom_ids(i)``, ``_inputs``, ``_outputs``, ``_set_input_arrays``.
 
-It also defines ``has_nccl()`` (False: decaf has no NCCL) and ``NCCL``.
+It also defines ``has_nccl()`` (False: decaf has no NCCL) and ``NCCL`` (which refuses); the
+data-parallel counterpart is :class:`decaf.parallel.MPI`. ``caffe.solver_count()`` and
+``solver_rank()`` (decaf.backend) are the MPI world's under ``mpirun``.
 """
 from itertools import zip_longest
 
@@ -250,18 +252,22 @@ def has_nccl():
     return False
 
 
+_NO_NCCL = ("Multi-GPU execution not available - rebuild with USE_NCCL (decaf has no NCCL "
+            "support; for data-parallel training on CPUs run under mpirun and use "
+            "decaf.parallel.MPI(solver), which has the same bcast / add_callback / "
+            "after_backward shape)")
+
+
 class NCCL:
     """pycaffe's ``caffe.NCCL``. decaf has no NCCL: constructing one raises, as Caffe built
-    without ``USE_NCCL`` does."""
+    without ``USE_NCCL`` does; :class:`decaf.parallel.MPI` is its MPI counterpart."""
 
     def __init__(self, solver, uid):
-        raise RuntimeError("Multi-GPU execution not available - rebuild with USE_NCCL "
-                           "(decaf has no NCCL support)")
+        raise RuntimeError(_NO_NCCL)
 
     @staticmethod
     def new_uid():
-        raise RuntimeError("Multi-GPU execution not available - rebuild with USE_NCCL "
-                           "(decaf has no NCCL support)")
+        raise RuntimeError(_NO_NCCL)
 
     def bcast(self):  # pragma: no cover - unreachable, __init__ raises
         raise RuntimeError("NCCL is not available")

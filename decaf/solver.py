@@ -82,13 +82,14 @@ class Solver:
     # -- construction (Solver::Init) ---------------------------------------------------------
     def _init(self, param):
         from .proto import io as pio
+        rank = backend.solver_rank()   # first: the MPI world (root-only logging) is known now
         log.info("Initializing solver from parameters: \n" + pio.format_text(param),
                  "solver.cpp:45")
         if param.average_loss < 1:
             raise SolverError("average_loss should be non-negative (got %d)" % param.average_loss)
         self._check_snapshot_write_permissions()
         if param.random_seed >= 0:
-            backend.set_random_seed(param.random_seed + backend.solver_rank())
+            backend.set_random_seed(param.random_seed + rank)
         self.net = self._init_train_net(param)
         self.test_nets = self._init_test_nets(param)
         log.info("Solver scaffolding done.", "solver.cpp:57")
@@ -171,7 +172,7 @@ class Solver:
         return Net(net_param)
 
     def _check_snapshot_write_permissions(self):
-        if not self.param.snapshot:
+        if not self.param.snapshot or not backend.root_solver():   # only the root snapshots
             return
         if not self.param.HasField("snapshot_prefix"):
             raise SolverError("In solver params, snapshot is specified but snapshot_prefix is not")
@@ -211,10 +212,13 @@ class Solver:
             start_iter = self.iter
             self.step(self.param.max_iter - self.iter)
             p = self.param
-            if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
+            if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0) \
+                    and backend.root_solver():
                 self.snapshot()
         if self.requested_early_exit:
             log.info("Optimization stopped early.", "solver.cpp:318")
+            return
+        if not backend.root_solver():   # several solvers: the root displays and tests
             return
         if p.display and self.iter % p.display == 0:
             loss = _f32(self.net.forward_loss())
@@ -232,10 +236,11 @@ class Solver:
         self.losses, self.smoothed_loss = [], _f32(0)
         self._iterations_last = self.iter
         timer = time.perf_counter()
+        root = backend.root_solver()   # several solvers: only the root tests and snapshots
         while self.iter < stop_iter:
             self.net.clear_param_diffs()
             if p.test_interval and self.iter % p.test_interval == 0 and \
-                    (self.iter > 0 or p.test_initialization):
+                    (self.iter > 0 or p.test_initialization) and root:
                 self.test_all()
                 if self.requested_early_exit:
                     break
@@ -265,7 +270,7 @@ class Solver:
             self.apply_update()
             self.iter += 1
             request = self._requested_action()
-            if (p.snapshot and self.iter % p.snapshot == 0) or request == SNAPSHOT:
+            if ((p.snapshot and self.iter % p.snapshot == 0) or request == SNAPSHOT) and root:
                 self.snapshot()
             if request == STOP:
                 self.requested_early_exit = True

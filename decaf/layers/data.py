@@ -236,6 +236,10 @@ class ImageDataLayer(BasePrefetchingDataLayer):
                        "the same time.")
         if p.batch_size <= 0:
             self.error("Positive batch size required")
+        if not keep_all(self.phase) and backend.root_solver():
+            log.warning("ImageData %r does not shard %s across the %d solvers: every solver reads "
+                        "the whole list (set shuffle: true for different orders, or use a Data "
+                        "layer)" % (self.name, p.source, backend.solver_count()), self.log_file)
         try:
             lines = read_image_list(p.source)
             source = ImageListSource(lines, self.transformer, p.batch_size, top[0].dtype,

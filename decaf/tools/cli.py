@@ -160,7 +160,15 @@ def _sync():
 # -- commands -------------------------------------------------------------------------------------
 
 def train(flags):
-    """Train or finetune a model (caffe.cpp train())."""
+    """Train or finetune a model (caffe.cpp train()). Under ``mpirun -np K`` / ``srun``, K
+    ranks train together (decaf.parallel); a rank that fails ends the whole job."""
+    from .. import parallel
+    world = parallel.world()
+    with parallel.abort_on_error(world):
+        return _train(flags, world)
+
+
+def _train(flags, world):
     from ..solver import get_solver, read_solver_param, _check_effect
     if not flags["solver"]:
         raise UsageError("Need a solver definition to train.")
@@ -181,9 +189,16 @@ def train(flags):
             log.warning("solver_mode is GPU but no GPU is available (decaf needs CuPy and a CUDA "
                         "device): training on the CPU", W + ":205")
     gpus = get_gpus(gpu_flag)
+    if gpus and world.size > 1:
+        raise DecafError("-gpu with %d MPI ranks: MPI training runs on the CPU (multi-GPU "
+                         "training needs NCCL, which decaf does not have); leave out -gpu"
+                         % world.size)
     use_device(gpus)
     if gpus:
         param.device_id = gpus[0]
+    if world.size > 1:
+        log.info("Training with %d MPI ranks (%s): solver_count %d, the prototxt batch is per "
+                 "rank" % (world.size, world.library or "MPI", world.size), W + ":222")
     if flags["snapshot"]:
         del param.weights[:]
     elif flags["weights"]:
@@ -194,8 +209,17 @@ def train(flags):
     if flags["snapshot"]:
         log.info("Resuming from " + flags["snapshot"], W + ":255")
         solver.restore(flags["snapshot"])
+    sync = None
+    if world.size > 1:
+        from ..parallel import attach
+        sync = attach(solver)
     log.info("Starting Optimization", W + ":262")
     solver.solve()
+    if sync is not None and sync.stats.steps:
+        st = sync.stats
+        log.info("All-reduce: %s ms per iteration (%s ms of it after backward), %s MB sent"
+                 % (log.fmt(st.allreduce_s * 1e3 / st.steps), log.fmt(st.wait_s * 1e3 / st.steps),
+                    log.fmt(st.bytes / st.steps / 1e6)), "parallel.cpp:0")
     log.info("Optimization Done.", W + ":274")
     return 0
 
