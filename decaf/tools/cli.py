@@ -189,7 +189,7 @@ def train(flags):
     elif flags["weights"]:
         del param.weights[:]
         param.weights.append(flags["weights"])
-    solver = get_solver(param)
+    solver = get_solver(param, source=flags["solver"])
     solver.sigint_effect, solver.sighup_effect = sigint, sighup
     if flags["snapshot"]:
         log.info("Resuming from " + flags["snapshot"], W + ":255")
