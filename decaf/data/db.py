@@ -206,7 +206,7 @@ class _ReaderCache:
         key = os.path.realpath(path)
         with cls.lock:
             entry = cls.readers.get(key)
-            if entry is None:
+            if entry is None or entry[0].pid != os.getpid():   # none yet, or the parent's
                 entry = [Reader(path), 0]
                 cls.readers[key] = entry
             entry[1] += 1

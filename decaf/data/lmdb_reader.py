@@ -137,6 +137,7 @@ class Reader:
 
     def __init__(self, path):
         self.path = path
+        self.pid = os.getpid()     # a forked child must not talk on its parent's pipes
         self._lock = threading.Lock()
         self._sent = self._received = 0
         self._replies = {}
@@ -155,6 +156,9 @@ class Reader:
                            % (self.path, self._proc.poll() if self._proc else None))
 
     def send(self, op, payload=b""):
+        if os.getpid() != self.pid:
+            raise ReaderError("the LMDB reader of %s belongs to the parent process: open the "
+                              "database again after fork()" % self.path)
         with self._lock:
             if self._proc is None:
                 raise ReaderError("the LMDB reader of %s is closed" % self.path)

@@ -123,3 +123,31 @@ def test_reader_death_is_a_clear_error(db_path, monkeypatch):
         with pytest.raises(DBError, match="reader process .* ended unexpectedly"):
             for _ in range(4):
                 cur.next()
+
+
+def test_forked_child_opens_its_own_reader(db_path):
+    import os
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork() on this platform")
+    db = open_db("lmdb", db_path, "r")
+    cur = db.cursor()
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # child: the parent's cursor refuses, a fresh open works
+        code = 1
+        try:
+            try:
+                db.reader.send(b"S")
+            except Exception as e:
+                refused = "after fork()" in str(e)
+            with open_db("lmdb", db_path, "r") as mine:
+                code = 0 if refused and len(mine) == 10 and mine.reader is not db.reader else 2
+        finally:
+            os.write(wfd, bytes([code]))
+            os._exit(0)
+    os.close(wfd)
+    result = os.read(rfd, 1)
+    os.waitpid(pid, 0)
+    assert result == b"\x00"
+    assert [k for k, _ in cur][:2] == [b"00000000", b"00000001"]   # the parent is unaffected
+    db.close()
