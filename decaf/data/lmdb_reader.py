@@ -46,7 +46,8 @@ def _read_message(stream):
 
 
 def _write_message(stream, op, payload=b""):
-    stream.write(op + _U32.pack(len(payload)) + payload)
+    stream.write(op + _U32.pack(len(payload)))
+    stream.write(payload)    # a big payload goes to the pipe as it is, uncopied
     stream.flush()
 
 
@@ -73,7 +74,7 @@ class _Server:
         return _U64.pack(int(self.env.stat()["entries"]))
 
     def cursor(self, _):
-        txn = self.env.begin(write=False, buffers=False)
+        txn = self.env.begin(write=False, buffers=True)   # zero-copy views, copied once below
         cur = txn.cursor()
         self.next_id += 1
         self.cursors[self.next_id] = [txn, cur, cur.first()]
@@ -82,14 +83,17 @@ class _Server:
     def chunk(self, payload):
         cid, n, max_bytes = struct.unpack("<III", payload)
         entry = self.cursors[cid]
-        cur, parts, size, count = entry[1], [], 0, 0
-        while entry[2] and count < n and size < max_bytes:
-            key, value = cur.key(), cur.value()
-            parts += [_U32.pack(len(key)), key, _U32.pack(len(value)), value]
-            size += len(key) + len(value) + 8
+        cur, out, count = entry[1], bytearray(1), 0
+        while entry[2] and count < n and len(out) < max_bytes:
+            key, value = cur.key(), cur.value()   # views valid until the cursor moves
+            out += _U32.pack(len(key))
+            out += key
+            out += _U32.pack(len(value))
+            out += value
             count += 1
             entry[2] = cur.next()
-        return bytes([0 if entry[2] else 1]) + b"".join(parts)
+        out[0] = 0 if entry[2] else 1
+        return out
 
     def first(self, payload):
         entry = self.cursors[_U32.unpack(payload)[0]]
