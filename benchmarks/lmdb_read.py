@@ -60,7 +60,8 @@ def main():
         with open_db("lmdb", path, "new") as db, db.writer() as w:
             for i in range(args.records):
                 w.put("%08d" % i, payload)
-        for name, fn in (("decaf reader process", read_decaf), ("py-lmdb in process", read_in_process)):
+        for name, fn in (("decaf reader process", read_decaf),
+                         ("py-lmdb in process", read_in_process)):
             best = cpu = child = float("inf")
             for _ in range(args.rounds):
                 t, c, k = time.perf_counter(), time.process_time(), children_cpu()

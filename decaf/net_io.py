@@ -1,7 +1,8 @@
 """Reading nets and weights, writing .caffemodel (binary NetParameter) and .caffemodel.h5.
 
 Weights are matched by layer name, as Caffe's CopyTrainedLayersFrom does: source layers the
-net lacks are skipped with Caffe's ``Ignoring source layer X`` INFO line; a blob-count or shape mismatch is an error naming layer, blob and shapes.
+net lacks are skipped with Caffe's ``Ignoring source layer X`` INFO line; a blob-count or shape
+mismatch is an error naming layer, blob and shapes.
 """
 import os
 
