@@ -2,8 +2,6 @@
 (with the net's bottom_need_backward), so its backward figures are comparable to Caffe's."""
 import io
 
-import numpy as np
-import pytest
 
 from decaf import backend, glog as log
 from decaf.layer import Layer
