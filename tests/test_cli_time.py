@@ -2,7 +2,6 @@
 (with the net's bottom_need_backward), so its backward figures are comparable to Caffe's."""
 import io
 
-
 from decaf import backend, glog as log
 from decaf.layer import Layer
 from decaf.tools import cli
