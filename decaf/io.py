@@ -178,7 +178,11 @@ class Transformer:
         self.raw_scale[in_] = scale
 
     def set_mean(self, in_, mean):
-        """Mean to subtract: K values (per channel) or a K x H x W (or H x W) array."""
+        """Mean to subtract: K values (per channel) or a K x H' x W' (or H' x W') array.
+
+        A mean image of another size (e.g. ImageNet's 3 x 256 x 256 for a 227 x 227 crop) is
+        resized to the input's H x W as BVLC's pycaffe does: m' = resize((m - min) / (max -
+        min)) * (max - min) + min, with ``resize_image``; a constant mean is simply broadcast."""
         self.__check_input(in_)
         mean = np.asarray(mean)
         ms = mean.shape
@@ -191,14 +195,28 @@ class Transformer:
                 ms = (1,) + ms
             if len(ms) != 3:
                 raise ValueError("Mean shape invalid")
-            if tuple(ms) != tuple(self.inputs[in_][1:]):
-                raise ValueError("Mean shape incompatible with input shape.")
+            in_shape = tuple(self.inputs[in_][1:])
+            if tuple(ms) != in_shape:
+                if ms[0] != in_shape[0]:
+                    raise ValueError("Mean channels incompatible with input: mean shape %s, "
+                                     "input %s." % (tuple(mean.shape), in_shape))
+                mean = _resize_mean(mean.reshape(ms), in_shape[1:])
         self.mean[in_] = mean
 
     def set_input_scale(self, in_, scale):
         """Scale applied last, after the mean subtraction."""
         self.__check_input(in_)
         self.input_scale[in_] = scale
+
+
+def _resize_mean(mean, hw):
+    """A K x H' x W' mean resized to K x H x W (pycaffe's set_mean: through [0, 1])."""
+    m_min, m_max = mean.min(), mean.max()
+    if not m_max > m_min:  # constant: nothing to interpolate (pycaffe would divide by zero)
+        return np.full((mean.shape[0],) + tuple(hw), m_min, dtype=mean.dtype)
+    normal = (mean - m_min) / (m_max - m_min)
+    return resize_image(normal.transpose((1, 2, 0)), hw).transpose((2, 0, 1)) * \
+        (m_max - m_min) + m_min
 
 
 # -- image IO ---------------------------------------------------------------------------------

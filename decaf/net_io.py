@@ -1,7 +1,8 @@
 """Reading nets and weights, writing .caffemodel (binary NetParameter) and .caffemodel.h5.
 
 Weights are matched by layer name, as Caffe's CopyTrainedLayersFrom does: source layers the
-net lacks are skipped; a blob-count or shape mismatch is an error naming layer, blob and shapes.
+net lacks are skipped with Caffe's ``Ignoring source layer X`` INFO line; a blob-count or shape
+mismatch is an error naming layer, blob and shapes.
 """
 import os
 
@@ -30,12 +31,19 @@ def _shape_str(shape):
     return " ".join(str(d) for d in shape) + " (%d)" % int(np.prod(shape, dtype=np.int64))
 
 
+def _ignoring(name, line):
+    """Caffe's LOG(INFO) for a source layer the target net does not have."""
+    from . import glog
+    glog.info("Ignoring source layer " + name, "net.cpp:%d" % line)
+
+
 def copy_from_param(net, param):
     """Caffe's CopyTrainedLayersFrom(NetParameter)."""
     layers = param.layer if len(param.layer) else []
     for src in layers:
         lid = net.layer_index.get(src.name)
         if lid is None:
+            _ignoring(src.name, 744)
             continue
         target = net.layers[lid].blobs
         if len(target) != len(src.blobs):
@@ -107,6 +115,7 @@ def load_hdf5(net, path):
         for name, group in f["data"].items():
             lid = net.layer_index.get(name)
             if lid is None:
+                _ignoring(name, 799)
                 continue
             target = net.layers[lid].blobs
             if len(group) > len(target):

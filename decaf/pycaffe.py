@@ -34,7 +34,10 @@ def _batch_size(net):
 
 
 def _net_batch(self, blobs):
-    """Yield {name: batch} dicts of the net's batch size; the last one is zero-padded."""
+    """Yield {name: batch} dicts of the net's batch size; the last one is zero-padded.
+    No arrays: no batches (pycaffe under Python 2, where the generator simply ended)."""
+    if not blobs:
+        return
     num = len(next(iter(blobs.values())))
     batch_size = _batch_size(self)
     remainder = num % batch_size
@@ -54,6 +57,22 @@ def _host(a):
     return backend.to_numpy(a).copy()
 
 
+def _collect(rows, value):
+    """Append a batch's rows; a 0-d blob (a scalar loss) gives one value per batch."""
+    value = _host(value)
+    if value.ndim:
+        rows.extend(value)
+    else:
+        rows.append(value)
+
+
+def _drop_padding(arrays, num, pad):
+    """Cut the ``pad`` padding rows off the arrays that hold one row per input row."""
+    for name, arr in arrays.items():
+        if pad and len(arr) == num + pad:
+            arrays[name] = arr[:-pad]
+
+
 def _net_forward_all(self, blobs=None, **kwargs):
     """Run the inputs in ``kwargs`` (arrays of any length) forward in batches.
 
@@ -64,19 +83,22 @@ def _net_forward_all(self, blobs=None, **kwargs):
     for batch in self._batch(kwargs):
         outs = self.forward(blobs=blobs, **batch)
         for out, out_blob in outs.items():
-            all_outs[out].extend(_host(out_blob))
+            _collect(all_outs[out], out_blob)
     for out in all_outs:
         all_outs[out] = np.asarray(all_outs[out])
-    pad = len(next(iter(all_outs.values()))) - len(next(iter(kwargs.values())))
-    if pad:
-        for out in all_outs:
-            all_outs[out] = all_outs[out][:-pad]
+    num = len(next(iter(kwargs.values())))
+    _drop_padding(all_outs, num, -num % _batch_size(self))
     return all_outs
 
 
 def _net_forward_backward_all(self, blobs=None, diffs=None, **kwargs):
     """Forward and backward in batches: ``kwargs`` holds input arrays (forward) and output diff
-    arrays (backward). Returns ({blob: data}, {blob: diff})."""
+    arrays (backward); either may be left out (no output diffs: backward from the diffs the
+    net holds, e.g. the loss weights). Returns ({blob: data}, {blob: diff})."""
+    if not kwargs:  # nothing to batch: one pass over whatever the data layers give
+        outs = self.forward(blobs=blobs)
+        grads = self.backward(diffs=diffs)
+        return ({k: _host(v) for k, v in outs.items()}, {k: _host(v) for k, v in grads.items()})
     all_outs = {out: [] for out in set(self.outputs + (blobs or []))}
     all_diffs = {diff: [] for diff in set(self.inputs + (diffs or []))}
     forward_batches = self._batch({i: kwargs[i] for i in self.inputs if i in kwargs})
@@ -85,20 +107,17 @@ def _net_forward_backward_all(self, blobs=None, diffs=None, **kwargs):
         batch_blobs = self.forward(blobs=blobs, **fb)
         batch_diffs = self.backward(diffs=diffs, **bb)
         for out, value in batch_blobs.items():
-            all_outs[out].extend(_host(value))
+            _collect(all_outs[out], value)
         for diff, value in batch_diffs.items():
-            all_diffs[diff].extend(_host(value))
+            _collect(all_diffs[diff], value)
     for out in all_outs:
         all_outs[out] = np.asarray(all_outs[out])
     for diff in all_diffs:
         all_diffs[diff] = np.asarray(all_diffs[diff])
-    if kwargs:
-        pad = len(next(iter(all_outs.values()))) - len(next(iter(kwargs.values())))
-        if pad:
-            for out in all_outs:
-                all_outs[out] = all_outs[out][:-pad]
-            for diff in all_diffs:
-                all_diffs[diff] = all_diffs[diff][:-pad]
+    num = len(next(iter(kwargs.values())))
+    pad = -num % _batch_size(self)
+    _drop_padding(all_outs, num, pad)
+    _drop_padding(all_diffs, num, pad)
     return all_outs, all_diffs
 
 

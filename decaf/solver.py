@@ -20,7 +20,7 @@ import numpy as np
 
 from . import backend, glog as log, solvers
 from .blob import Blob
-from .errors import SolverError
+from .errors import MissingFileError, SolverError
 from .proto import caffe_pb2
 from .solver_state import learned_net_path, read_solver_state, write_solver_state
 
@@ -67,7 +67,10 @@ class Solver:
 
     type = None
 
-    def __init__(self, param):
+    def __init__(self, param, source=None):
+        if source is None and isinstance(param, (str, os.PathLike)):
+            source = os.fspath(param)
+        self.source = source           # the solver file, when known (for error messages)
         param = read_solver_param(param)
         self.param = param
         self.callbacks = []
@@ -109,7 +112,7 @@ class Solver:
         else:
             log.info("Creating training net from %s file: %s" % (which, getattr(param, which)),
                      "solver.cpp:102")
-            net_param = self._read_net(getattr(param, which))
+            net_param = self._read_net(getattr(param, which), which)
         state = caffe_pb2.NetState(phase=caffe_pb2.TRAIN)
         state.MergeFrom(net_param.state)
         state.MergeFrom(param.train_state)
@@ -139,12 +142,12 @@ class Solver:
         for p in param.test_net_param:
             sources.append(("test_net_param", p))
         for path in param.test_net:
-            sources.append(("test_net file: " + path, self._read_net(path)))
+            sources.append(("test_net file: " + path, self._read_net(path, "test_net")))
         for _ in range(n_total - n_specific):
             if param.HasField("net_param"):
                 sources.append(("net_param", param.net_param))
             else:
-                sources.append(("net file: " + param.net, self._read_net(param.net)))
+                sources.append(("net file: " + param.net, self._read_net(param.net, "net")))
         nets = []
         for i, (source, p) in enumerate(sources):
             net_param = caffe_pb2.NetParameter()
@@ -161,10 +164,21 @@ class Solver:
             nets.append(net)
         return nets
 
-    @staticmethod
-    def _read_net(path):
+    def _read_net(self, path, field):
+        """The NetParameter of the solver's ``field`` (net / train_net / test_net) file; a
+        missing file says which field of which solver named it, and how it was resolved."""
         from .proto import io as pio
-        return pio.read_net_param(path)
+        try:
+            return pio.read_net_param(path)
+        except MissingFileError as e:
+            solver = " of solver %s" % self.source if self.source else ""
+            msg = "%s (the path comes from the '%s' field%s; a relative path is resolved from " \
+                  "the current directory %s, as in Caffe)" % (e, field, solver, os.getcwd())
+            if self.source and not os.path.isabs(path):
+                beside = os.path.join(os.path.dirname(self.source), path)
+                if os.path.isfile(beside):
+                    msg += "; %s exists: run from the solver's folder or give that path" % beside
+            raise MissingFileError(msg) from None
 
     @staticmethod
     def _build_net(net_param):
@@ -434,8 +448,8 @@ class SGDSolver(Solver):
     history_sets = 1          # AdaDelta and Adam keep two history blobs per parameter
     update_observer = None    # callable(stage, param_index, rate): see _observed_update
 
-    def __init__(self, param):
-        super().__init__(param)
+    def __init__(self, param, source=None):
+        super().__init__(param, source)
         self.check_settings()
         self.pre_solve()
 
@@ -632,7 +646,10 @@ def solver_class(type_name):
     return SOLVERS[type_name]
 
 
-def get_solver(param):
-    """pycaffe's ``caffe.get_solver``: the solver class named by the file's ``type``."""
+def get_solver(param, source=None):
+    """pycaffe's ``caffe.get_solver``: the solver class named by the file's ``type``.
+    ``source``: the solver file ``param`` was read from, for error messages."""
+    if source is None and isinstance(param, (str, os.PathLike)):
+        source = os.fspath(param)
     param = read_solver_param(param)
-    return solver_class(param.type)(param)
+    return solver_class(param.type)(param, source=source)

@@ -421,8 +421,8 @@ def run_cli(argv):
     made = []
     real = solver_module.get_solver
 
-    def capture(param):
-        made.append(real(param))
+    def capture(param, **kw):
+        made.append(real(param, **kw))
         return made[-1]
     buf = io.StringIO()
     log.set_stream(buf)

@@ -13,9 +13,13 @@
 
 Modes: ``"r"`` (read only; the DB must exist), ``"w"`` (read/write, created when missing),
 ``"new"`` (create; fails when it already exists, as Caffe's ``db::NEW``).
+A read-only LMDB is read through a helper process (``lmdb_reader``), one per database, so that
+the user's own ``lmdb.open`` of it works in the same process (py-lmdb allows one environment
+per file and process).
 LevelDB needs the optional ``plyvel`` package (``pip install plyvel``).
 """
 import os
+import struct
 import threading
 
 from ..errors import DecafError
@@ -189,20 +193,22 @@ def _lmdb():
     return lmdb
 
 
-class _EnvCache:
-    """Read-only LMDB environments shared per path: LMDB must not be opened twice in a process."""
+class _ReaderCache:
+    """Read-only LMDBs, one reader process per database file, shared by every decaf DB on it
+    (see lmdb_reader: decaf holds no read-only environment in the user's process)."""
 
     lock = threading.Lock()
-    envs = {}
+    readers = {}
 
     @classmethod
-    def acquire(cls, path, opener):
+    def acquire(cls, path):
+        from .lmdb_reader import Reader
         key = os.path.realpath(path)
         with cls.lock:
-            entry = cls.envs.get(key)
-            if entry is None:
-                entry = [opener(), 0]
-                cls.envs[key] = entry
+            entry = cls.readers.get(key)
+            if entry is None or entry[0].pid != os.getpid():   # none yet, or the parent's
+                entry = [Reader(path), 0]
+                cls.readers[key] = entry
             entry[1] += 1
             return entry[0]
 
@@ -210,13 +216,14 @@ class _EnvCache:
     def release(cls, path):
         key = os.path.realpath(path)
         with cls.lock:
-            entry = cls.envs.get(key)
+            entry = cls.readers.get(key)
             if entry is None:
                 return
             entry[1] -= 1
-            if entry[1] <= 0:
-                del cls.envs[key]
-                entry[0].close()
+            if entry[1] > 0:
+                return
+            del cls.readers[key]
+        entry[0].close()
 
 
 class LMDB(DB):
@@ -226,7 +233,8 @@ class LMDB(DB):
 
     def __init__(self):
         super().__init__()
-        self.env = None
+        self.env = None       # read/write: an environment in this process
+        self.reader = None    # read-only: the reader process (lmdb_reader)
         self._cursors = []
 
     def open(self, source, mode, map_size=LMDB_DEFAULT_MAP_SIZE):
@@ -249,27 +257,20 @@ class LMDB(DB):
         if mode == READ:
             if not os.path.isfile(os.path.join(source, "data.mdb")):
                 raise DBError("cannot open LMDB %s: no data.mdb in it" % source)
-            self.env = _EnvCache.acquire(source, lambda: self._open_readonly(lmdb, source))
+            from .lmdb_reader import ReaderError
+            try:
+                self.reader = _ReaderCache.acquire(source)
+            except (ReaderError, OSError) as e:
+                raise DBError("cannot open LMDB %s: %s" % (source, e)) from None
         else:
             try:
                 self.env = lmdb.open(source, map_size=map_size, subdir=True, max_dbs=0)
             except lmdb.Error as e:
                 raise DBError("cannot open LMDB %s for writing: %s" % (source, e)) from None
 
-    @staticmethod
-    def _open_readonly(lmdb, source):
-        try:
-            return lmdb.open(source, readonly=True, lock=True, subdir=True)
-        except lmdb.Error:
-            pass  # a read-only medium: retry without the lock file (Caffe's ALLOW_LMDB_NOLOCK)
-        try:
-            return lmdb.open(source, readonly=True, lock=False, subdir=True)
-        except lmdb.Error as e:
-            raise DBError("cannot open LMDB %s: %s" % (source, e)) from None
-
     def cursor(self):
         self._check_open()
-        cur = LMDBCursor(self.env)
+        cur = ReaderCursor(self.reader) if self.reader is not None else LMDBCursor(self.env)
         self._cursors.append(cur)
         return cur
 
@@ -280,21 +281,23 @@ class LMDB(DB):
 
     def __len__(self):
         self._check_open()
+        if self.reader is not None:
+            return _reader_call(self.reader, b"S", unpack="<Q")
         return int(self.env.stat()["entries"])
 
     def _check_open(self):
-        if self.env is None:
+        if self.env is None and self.reader is None:
             raise DBError("LMDB %s is closed" % self.source)
 
     def close(self):
         for cur in self._cursors:
             cur.close()
         self._cursors = []
+        if self.reader is not None:
+            self.reader = None
+            _ReaderCache.release(self.source)
         if self.env is not None:
-            if self.mode == READ:
-                _EnvCache.release(self.source)
-            else:
-                self.env.close()
+            self.env.close()
             self.env = None
 
 
@@ -327,6 +330,79 @@ class LMDBCursor(Cursor):
             self._txn.abort()
             self._txn = None
             self._valid = False
+
+
+def _reader_call(reader, op, payload=b"", unpack=None):
+    """A request to the reader process (``op`` bytes), or the reply to a ticket sent before
+    (``op`` an int); its errors as DBError."""
+    from .lmdb_reader import ReaderError
+    try:
+        reply = reader.receive(op) if isinstance(op, int) else reader.request(op, payload)
+    except ReaderError as e:
+        raise DBError("LMDB %s: %s" % (reader.path, e)) from None
+    return struct.unpack(unpack, reply)[0] if unpack else reply
+
+
+class ReaderCursor(Cursor):
+    """A cursor of the reader process (its own read transaction there), fetched in chunks;
+    the next chunk is asked for as soon as one arrives (read-ahead)."""
+
+    def __init__(self, reader):
+        from . import lmdb_reader
+        self._reader, self._mod = reader, lmdb_reader
+        self._id = _reader_call(reader, b"C", unpack="<I")
+        self._ticket = None
+        self._fetch()
+
+    def _ask(self):
+        try:
+            self._ticket = self._reader.send(b"N", struct.pack(
+                "<III", self._id, self._mod.CHUNK_RECORDS, self._mod.CHUNK_BYTES))
+        except self._mod.ReaderError as e:
+            raise DBError("LMDB %s: %s" % (self._reader.path, e)) from None
+
+    def _fetch(self):
+        if self._ticket is None:
+            self._ask()
+        ticket, self._ticket = self._ticket, None
+        reply = _reader_call(self._reader, ticket)
+        self._records, self._at_end = self._mod.parse_chunk(reply)
+        self._pos = 0
+        if not self._at_end:
+            self._ask()
+
+    def _drop_read_ahead(self):
+        if self._ticket is not None:
+            ticket, self._ticket = self._ticket, None
+            _reader_call(self._reader, ticket)
+
+    def seek_to_first(self):
+        self._drop_read_ahead()
+        _reader_call(self._reader, b"F", struct.pack("<I", self._id))
+        self._fetch()
+
+    def next(self):
+        self._pos += 1
+        if self._pos >= len(self._records) and not self._at_end:
+            self._fetch()
+
+    def key(self):
+        return self._records[self._pos][0]
+
+    def value(self):
+        return self._records[self._pos][1]
+
+    def valid(self):
+        return self._records is not None and self._pos < len(self._records)
+
+    def close(self):
+        if self._records is not None:
+            self._records = None
+            try:
+                self._drop_read_ahead()
+                self._reader.request(b"X", struct.pack("<I", self._id))
+            except Exception:  # the reader is already gone: nothing left to close
+                pass
 
 
 class LMDBTransaction(Transaction):

@@ -8,8 +8,9 @@
 ``backward(top, propagate_down, bottom)``. ``self.blobs.add_blob(*shape)`` adds a parameter blob.
 
 A Python layer has no bottom/top count rule and no default loss weight (``loss_weight`` in the
-prototxt works as for any layer). Exceptions raised by the Python code reach the caller
-unchanged, with their traceback.
+prototxt works as for any layer). A module that cannot be imported is a
+``PythonLayerImportError`` (a LayerSetupError and an ImportError) naming the layer, the module and
+the import error; other exceptions raised by the Python code reach the caller unchanged.
 """
 import importlib
 import os
@@ -17,6 +18,7 @@ import sys
 
 from .. import backend
 from ..blob import Blob
+from ..errors import LayerSetupError
 from ..layer import Layer, register_layer
 
 
@@ -30,8 +32,13 @@ class BlobVec(list):
         self.append(Blob(tuple(int(d) for d in shape), xp=backend.xp()))
 
 
+class PythonLayerImportError(LayerSetupError, ImportError):
+    """A Python layer whose ``python_param.module`` cannot be imported (also an ImportError)."""
+
+
 def _import_module(name):
-    """Import ``name`` from sys.path; when that fails, retry with the current directory."""
+    """Import ``name`` from sys.path; when it is not found there, retry with the current
+    directory (as pycaffe run from the model's folder finds it)."""
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as e:
@@ -40,8 +47,25 @@ def _import_module(name):
         if not (name == missing or name.startswith(missing + ".")) or \
                 cwd in sys.path or "" in sys.path:
             raise
-        sys.path.append(cwd)
-        return importlib.import_module(name)
+    sys.path.append(cwd)       # outside the except block: a failure here is not chained
+    return importlib.import_module(name)
+
+
+def _import_user_module(where, module):
+    """The user's module, or a PythonLayerImportError naming the layer, module and cause."""
+    try:
+        return _import_module(module)
+    except ImportError as e:
+        found = e.name is not None and not (module == e.name or module.startswith(e.name + "."))
+        cause = "%s: %s" % (type(e).__name__, e)
+        if found:   # the module exists but an import inside it failed
+            cause += " (raised while importing %r)" % module
+        else:
+            cause += " (searched sys.path and the current directory %s)" % os.getcwd()
+        err = PythonLayerImportError("%s: cannot import python_param.module %r: %s"
+                                     % (where, module, cause))
+        err.name = e.name
+    raise err
 
 
 @register_layer("Python")
@@ -56,7 +80,6 @@ class PythonLayer(Layer):
 
 
 def _create_user_layer(layer_param):
-    from ..errors import LayerSetupError
     p = layer_param.python_param
     where = "Layer %r (Python)" % layer_param.name
     if not p.module or not p.layer:
@@ -66,7 +89,7 @@ def _create_user_layer(layer_param):
             not backend._state.multiprocess:
         raise LayerSetupError("%s: PythonLayer does not support CLI Multi-GPU, use train.py"
                               % where)
-    module = _import_module(p.module)
+    module = _import_user_module(where, p.module)
     cls = getattr(module, p.layer, None)
     if cls is None:
         raise LayerSetupError("%s: module %r (%s) has no class %r"

@@ -204,7 +204,7 @@ def _train(flags, world):
     elif flags["weights"]:
         del param.weights[:]
         param.weights.append(flags["weights"])
-    solver = get_solver(param)
+    solver = get_solver(param, source=flags["solver"])
     solver.sigint_effect, solver.sighup_effect = sigint, sighup
     if flags["snapshot"]:
         log.info("Resuming from " + flags["snapshot"], W + ":255")
@@ -268,6 +268,17 @@ def test(flags):
     return 0
 
 
+def _timed_backward(net, i):
+    """Layer i's Backward as ``caffe time`` calls it: on every layer, with the net's
+    bottom_need_backward (so a deploy net's weight gradients are computed and timed). A layer
+    that has no backward at all, where the net needs none, is skipped (Caffe would abort)."""
+    try:
+        net.layers[i].Backward(net.top_vecs[i], net.bottom_need_backward(i), net.bottom_vecs[i])
+    except NotImplementedError:
+        if net.layer_need_backward[i]:
+            raise
+
+
 def time(flags):
     """Benchmark forward and backward, per layer and in total (caffe.cpp time())."""
     from ..net import Net
@@ -298,11 +309,9 @@ def time(flags):
             fwd[i] += _time.perf_counter() - t
         forward_time += _time.perf_counter() - iter_start
         back_start = _time.perf_counter()
-        for i in range(len(layers) - 1, -1, -1):
-            if not net.layer_need_backward[i]:
-                continue
+        for i in range(len(layers) - 1, -1, -1):   # every layer, needed or not, as Caffe
             t = _time.perf_counter()
-            layers[i].Backward(net.top_vecs[i], net.bottom_need_backward(i), net.bottom_vecs[i])
+            _timed_backward(net, i)
             _sync()
             bwd[i] += _time.perf_counter() - t
         backward_time += _time.perf_counter() - back_start

@@ -113,8 +113,10 @@ def test_elementwise_mean_and_checks():
     img = np.random.rand(4, 5, 3).astype(np.float32)
     np.testing.assert_allclose(t.preprocess("data", img), img.transpose(2, 0, 1) - mean,
                                rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="incompatible"):
-        t.set_mean("data", np.random.rand(3, 8, 8))
+    with pytest.raises(ValueError, match="channels"):
+        t.set_mean("data", np.random.rand(4, 8, 8))    # a mean of another size must fit K
+    with pytest.raises(ValueError, match="invalid"):
+        t.set_mean("data", np.random.rand(1, 3, 4, 5))
     with pytest.raises(ValueError, match="channels"):
         t.set_mean("data", np.random.rand(4))
     with pytest.raises(Exception, match="not one of the net inputs"):

@@ -246,3 +246,39 @@ def test_solver_trains_python_parameter(tmp_path):
     solver.step(1)
     # loss = 0.5 * sum((1 + b)^2) over 12 values, d/db = 12 (1 + b) = 12 at b = 0
     np.testing.assert_allclose(b.data[0], -0.01 * 12, rtol=1e-5)
+
+
+def test_missing_module_names_layer_module_and_cause(tmp_path):
+    import subprocess
+    from decaf.layers.python_layer import PythonLayerImportError
+    text = "input: 'x' input_shape { dim: 3 }\n" + \
+        py_layer("my_py", ["x"], ["y"], "X", module="no_such_module_for_decaf")
+    with pytest.raises(PythonLayerImportError) as info:
+        make_net(tmp_path, text, caffe.TEST)
+    msg = str(info.value)
+    assert "Layer 'my_py' (Python)" in msg and "python_param.module 'no_such_module_for_decaf'" \
+        in msg and "No module named 'no_such_module_for_decaf'" in msg
+    assert isinstance(info.value, LayerSetupError) and info.value.__cause__ is None
+    assert info.value.__context__ is None           # one traceback, not two
+    # a module that exists but fails on an import of its own says so
+    (tmp_path / "needs_missing_dep_xyz.py").write_text("import missing_dep_for_decaf_xyz\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        text = "input: 'x' input_shape { dim: 3 }\n" + \
+            py_layer("dep", ["x"], ["y"], "X", module="needs_missing_dep_xyz")
+        with pytest.raises(PythonLayerImportError,
+                           match="missing_dep_for_decaf_xyz.*raised while importing"):
+            make_net(tmp_path, text, caffe.TEST)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("needs_missing_dep_xyz", None)
+    # from a script: one traceback (no "During handling of the above exception")
+    (tmp_path / "net.prototxt").write_text(
+        "input: 'x' input_shape { dim: 3 }\n" +
+        py_layer("my_py", ["x"], ["y"], "X", module="no_such_module_for_decaf"))
+    proc = subprocess.run([sys.executable, "-c", "import caffe; caffe.Net('net.prototxt', 1)"],
+                          cwd=str(tmp_path), capture_output=True, text=True, timeout=120,
+                          env=dict(__import__("os").environ, GLOG_minloglevel="2"))
+    assert proc.returncode == 1
+    assert proc.stderr.count("Traceback") == 1 and "During handling" not in proc.stderr
+    assert "Layer 'my_py' (Python): cannot import python_param.module" in proc.stderr

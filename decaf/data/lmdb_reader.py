@@ -1,0 +1,236 @@
+"""Read-only LMDB access from a helper process, so that a user's ``lmdb.open`` works beside it.
+
+py-lmdb (>= 2.0) refuses to open an environment twice in one process ("The environment ... is
+already open in this process"), because LMDB's fcntl() locks belong to the (process, file) pair.
+A notebook that opens the training LMDB with ``lmdb.open`` next to a decaf net reading it would
+fail in either order. So decaf keeps no read-only LMDB environment in the user's process: one
+reader process per database (started with this file as its script, importing only ``lmdb``)
+holds the environment, with a proper reader slot, as any second process reading an LMDB does.
+Cursors ask it for chunks of records through a pipe.
+
+Protocol (little-endian): a request is ``op (1 byte) | u32 length | payload``; the reply is
+``b"K" | u32 length | payload`` or ``b"E" | u32 length | utf-8 message``.
+
+    O path              open the environment read-only       -> u64 entries
+    C                   a cursor (own read txn) at the first -> u32 cursor id
+    N id n max_bytes    up to n records from the position    -> u8 at_end, then (u32 klen, key,
+                                                                u32 vlen, value) per record
+    F id                back to the first record             -> (empty)
+    X id                close the cursor                     -> (empty)
+    S                   number of records                    -> u64 entries
+The process ends when its stdin closes (the DB was closed, or decaf's process ended).
+"""
+import os
+import struct
+import subprocess
+import sys
+import threading
+
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+CHUNK_RECORDS = 1024         # records per request: several batches of a data layer
+CHUNK_BYTES = 4 << 20        # ... or 4 MiB, whichever comes first
+
+
+def _read_exact(stream, n):
+    data = stream.read(n)
+    if data is None or len(data) != n:
+        raise EOFError
+    return data
+
+
+def _read_message(stream):
+    op = _read_exact(stream, 1)
+    (n,) = _U32.unpack(_read_exact(stream, 4))
+    return op, _read_exact(stream, n) if n else b""
+
+
+def _write_message(stream, op, payload=b""):
+    stream.write(op + _U32.pack(len(payload)))
+    stream.write(payload)    # a big payload goes to the pipe as it is, uncopied
+    stream.flush()
+
+
+# -- the reader process ---------------------------------------------------------------------------
+
+class _Server:
+    """The environment and the cursors of one reader process."""
+
+    def __init__(self):
+        self.env = None
+        self.cursors = {}
+        self.next_id = 0
+
+    def open(self, payload):
+        import lmdb
+        path = os.fsdecode(payload)
+        try:
+            self.env = lmdb.open(path, readonly=True, lock=True, subdir=True)
+        except lmdb.Error:   # a read-only medium: no lock file (Caffe's ALLOW_LMDB_NOLOCK)
+            self.env = lmdb.open(path, readonly=True, lock=False, subdir=True)
+        return self.stat(b"")
+
+    def stat(self, _):
+        return _U64.pack(int(self.env.stat()["entries"]))
+
+    def cursor(self, _):
+        txn = self.env.begin(write=False, buffers=True)   # zero-copy views, copied once below
+        cur = txn.cursor()
+        self.next_id += 1
+        self.cursors[self.next_id] = [txn, cur, cur.first()]
+        return _U32.pack(self.next_id)
+
+    def chunk(self, payload):
+        cid, n, max_bytes = struct.unpack("<III", payload)
+        entry = self.cursors[cid]
+        cur, out, count = entry[1], bytearray(1), 0
+        while entry[2] and count < n and len(out) < max_bytes:
+            key, value = cur.key(), cur.value()   # views valid until the cursor moves
+            out += _U32.pack(len(key))
+            out += key
+            out += _U32.pack(len(value))
+            out += value
+            count += 1
+            entry[2] = cur.next()
+        out[0] = 0 if entry[2] else 1
+        return out
+
+    def first(self, payload):
+        entry = self.cursors[_U32.unpack(payload)[0]]
+        entry[2] = entry[1].first()
+        return b""
+
+    def close_cursor(self, payload):
+        entry = self.cursors.pop(_U32.unpack(payload)[0], None)
+        if entry is not None:
+            entry[1].close()
+            entry[0].abort()
+        return b""
+
+    def serve(self, inp, out):
+        ops = {b"O": self.open, b"C": self.cursor, b"N": self.chunk, b"F": self.first,
+               b"X": self.close_cursor, b"S": self.stat}
+        while True:
+            try:
+                op, payload = _read_message(inp)
+            except EOFError:
+                break
+            try:
+                reply = ops[op](payload)
+            except Exception as e:  # every failure goes back to the caller as a message
+                _write_message(out, b"E", ("%s: %s" % (type(e).__name__, e)).encode("utf-8"))
+            else:
+                _write_message(out, b"K", reply)
+        if self.env is not None:
+            for cid in list(self.cursors):
+                self.close_cursor(_U32.pack(cid))
+            self.env.close()
+
+
+# -- the client side ------------------------------------------------------------------------------
+
+class ReaderError(Exception):
+    """The reader process failed or reported an error (the message says which)."""
+
+
+class Reader:
+    """One reader process holding the LMDB at ``path`` read-only; thread-safe.
+
+    ``send`` queues a request and returns a ticket, ``receive(ticket)`` its reply: the process
+    answers in order, so a cursor can ask for its next chunk before it needs it (read-ahead)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.pid = os.getpid()     # a forked child must not talk on its parent's pipes
+        self._lock = threading.Lock()
+        self._sent = self._received = 0
+        self._replies = {}
+        self._proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      close_fds=True)
+        _grow_pipe(self._proc.stdout)
+        try:
+            self.entries = _U64.unpack(self.request(b"O", os.fsencode(path)))[0]
+        except BaseException:
+            self.close()
+            raise
+
+    def _died(self):
+        return ReaderError("the LMDB reader process of %s ended unexpectedly (exit status %s)"
+                           % (self.path, self._proc.poll() if self._proc else None))
+
+    def send(self, op, payload=b""):
+        if os.getpid() != self.pid:
+            raise ReaderError("the LMDB reader of %s belongs to the parent process: open the "
+                              "database again after fork()" % self.path)
+        with self._lock:
+            if self._proc is None:
+                raise ReaderError("the LMDB reader of %s is closed" % self.path)
+            try:
+                _write_message(self._proc.stdin, op, payload)
+            except (OSError, ValueError):
+                raise self._died() from None
+            self._sent += 1
+            return self._sent
+
+    def receive(self, ticket):
+        with self._lock:
+            while ticket not in self._replies:
+                if self._proc is None:
+                    raise ReaderError("the LMDB reader of %s is closed" % self.path)
+                try:
+                    reply = _read_message(self._proc.stdout)
+                except (EOFError, OSError, ValueError):
+                    raise self._died() from None
+                self._received += 1
+                self._replies[self._received] = reply
+            status, reply = self._replies.pop(ticket)
+        if status != b"K":
+            raise ReaderError(reply.decode("utf-8", "replace"))
+        return reply
+
+    def request(self, op, payload=b""):
+        return self.receive(self.send(op, payload))
+
+    def close(self):
+        with self._lock:
+            proc, self._proc = self._proc, None
+        if proc is not None:
+            for stream in (proc.stdin, proc.stdout):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # pragma: no cover - a hung reader
+                proc.kill()
+                proc.wait()
+
+
+def _grow_pipe(stream):
+    """A 1 MiB pipe (Linux) instead of 64 KiB: fewer switches between the two processes."""
+    try:
+        import fcntl
+        fcntl.fcntl(stream.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+    except (ImportError, OSError):
+        pass
+
+
+def parse_chunk(reply):
+    """(records [(key, value)], at_end) from an N reply."""
+    at_end, pos, records = bool(reply[0]), 1, []
+    while pos < len(reply):
+        (n,) = _U32.unpack_from(reply, pos)
+        key = reply[pos + 4:pos + 4 + n]
+        pos += 4 + n
+        (n,) = _U32.unpack_from(reply, pos)
+        records.append((key, reply[pos + 4:pos + 4 + n]))
+        pos += 4 + n
+    return records, at_end
+
+
+if __name__ == "__main__":
+    _here = os.path.dirname(os.path.abspath(__file__))   # decaf/data must not shadow a module
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+    _Server().serve(sys.stdin.buffer, sys.stdout.buffer)
