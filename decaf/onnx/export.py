@@ -92,6 +92,8 @@ def build_graph(net, opset=DEFAULT_OPSET, dynamic_batch=False, prune_to=None):
         g.used.add(name)
         current[name] = name
         inputs.append(_value_info(onnx, name, shapes[name], dynamic_batch))
+    for name in net.inputs:      # an input written in place: every version gets a new name
+        last_writer.pop(name, None)
     for t in last_writer:
         g.used.add(t)
     producer = {}
@@ -105,7 +107,7 @@ def build_graph(net, opset=DEFAULT_OPSET, dynamic_batch=False, prune_to=None):
             raise _unsupported(net, i)
         bnames, tnames = bottoms[i], tops[i]
         bottom = [current[b] for b in bnames]
-        top = [t if last_writer[t] == i else g.fresh("%s/%s" % (t, lp.name)) for t in tnames]
+        top = [t if last_writer.get(t) == i else g.fresh("%s/%s" % (t, lp.name)) for t in tnames]
         emit(Ctx(g, layer, bottom, top, [shapes[b] for b in bnames],
                  [shapes[t] for t in tnames]))
         for t, v in zip(tnames, top):
@@ -144,7 +146,7 @@ def export(net, path=None, opset=DEFAULT_OPSET, dynamic_batch=False, prune_to=No
     if check:
         try:
             onnx.checker.check_model(model, full_check=True)
-        except onnx.checker.ValidationError as e:
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
             raise DecafError("ONNX export: the model does not pass onnx.checker: %s" % e) from e
     if path is not None:
         onnx.save(model, str(path))

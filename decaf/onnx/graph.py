@@ -27,7 +27,8 @@ class GraphBuilder:
 
     def const(self, value, base="const", dtype=np.float32):
         """An initializer holding ``value`` (cast to ``dtype``); small ones are shared."""
-        arr = np.ascontiguousarray(np.asarray(value, dtype=dtype))
+        arr = np.asarray(value, dtype=dtype)
+        arr = np.ascontiguousarray(arr).reshape(arr.shape)   # keeps a 0-d scalar 0-d
         key = None
         if arr.size <= 16:
             key = (arr.dtype.str, arr.shape, arr.tobytes())
