@@ -38,8 +38,16 @@ def _decode(c, loc, prior, var):
     """Decoded boxes (N, P, L, 4) from loc (N, P, L, 4), prior and var (P, 1, 4), in decaf's
     arithmetic order."""
     g, b, L = c.g, c.base("decode"), c.layer
-    add, mul, sub = (lambda o: (lambda u, v: g.op1(o, [u, v], base=b)))("Add"), \
-        (lambda u, v: g.op1("Mul", [u, v], base=b)), (lambda u, v: g.op1("Sub", [u, v], base=b))
+
+    def add(u, v):
+        return g.op1("Add", [u, v], base=b)
+
+    def mul(u, v):
+        return g.op1("Mul", [u, v], base=b)
+
+    def sub(u, v):
+        return g.op1("Sub", [u, v], base=b)
+
     if L.code_type == 1:  # CORNER
         return add(prior, mul(var, loc))
     p0, p1, p2, p3 = _parts(g, prior, 4, b)

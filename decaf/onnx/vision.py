@@ -22,12 +22,26 @@ def convolution(c):
     kernel, stride, pad, dilation = _geometry(c)
     g = c.g
     op = "Conv" if c.lp.type == "Convolution" else "ConvTranspose"
-    for i, (b, t) in enumerate(zip(c.bottom, c.top)):
+    for b, t in zip(c.bottom, c.top):
         ins = [b, g.const(c.blob(0), c.base("weight"))]
         if c.layer.bias_term:
             ins.append(g.const(c.blob(1), c.base("bias")))
         g.op1(op, ins, t, kernel_shape=kernel, strides=stride, pads=pad + pad,
               dilations=dilation, group=int(c.layer.group))
+
+
+@register_emitter("Im2col")
+def im2col(c):
+    """Caffe's column buffer, channel (c k_h + i) k_w + j = x[c] shifted by (i d_h, j d_w): a
+    grouped Conv (group = C) with one-hot kernels, same pads, strides and dilations."""
+    kernel, stride, pad, dilation = _geometry(c)
+    channels, kcount = c.bshape[0][1], int(np.prod(kernel))
+    w = np.zeros((channels * kcount, 1, kcount), np.float32)
+    for ch in range(channels):
+        w[ch * kcount:(ch + 1) * kcount, 0, :] = np.eye(kcount, dtype=np.float32)
+    w = w.reshape((channels * kcount, 1) + tuple(kernel))
+    c.g.op1("Conv", [c.x, c.g.const(w, c.base("onehot"))], c.y, kernel_shape=kernel,
+            strides=stride, pads=pad + pad, dilations=dilation, group=int(channels))
 
 
 def _end_pads(L, h, w, out):
@@ -112,3 +126,22 @@ def lrn(c):
     base = g.op1("Add", [g.scalar_mul(avg, L.alpha, base=b), g.const(1.0)], base=b)
     scale = g.op1("Pow", [base, g.const(-L.beta)], base=b)
     g.op1("Mul", [c.x, scale], c.y)
+
+
+@register_emitter("SPP")
+def spp(c):
+    """Each pyramid level is one of decaf's inner Pooling layers (kernel ceil(H / 2^l), stride
+    = kernel, pad (kernel 2^l - H + 1) / 2), emitted as Pooling; the levels are flattened and
+    concatenated (a single level stays N x C x 1 x 1)."""
+    from .registry import Ctx
+    g, levels = c.g, c.layer.levels
+    if len(levels) == 1:
+        layer, _, lt = levels[0]
+        pooling(Ctx(g, layer, [c.x], [c.y], c.bshape, [tuple(lt.shape)]))
+        return
+    flat = []
+    for layer, _, lt in levels:
+        out = g.fresh(layer.layer_param.name)
+        pooling(Ctx(g, layer, [c.x], [out], c.bshape, [tuple(lt.shape)]))
+        flat.append(g.op1("Flatten", [out], base=c.base(), axis=1))
+    g.op1("Concat", flat, c.y, axis=1)

@@ -106,3 +106,20 @@ def test_lrn(params):
                    % params, {"x": (2, 7, 6, 5)})
     x = (np.random.RandomState(1).randn(2, 7, 6, 5) * 2).astype(np.float32)
     check_net(net, {"x": x})
+
+
+@pytest.mark.parametrize("params", ["pool: MAX pyramid_height: 3", "pool: AVE pyramid_height: 3",
+                                    "pool: AVE pyramid_height: 1"])
+def test_spp_levels(params):
+    net = make_net('layer { name: "s" type: "SPP" bottom: "x" top: "y" spp_param { %s } }'
+                   % params, {"x": (2, 3, 9, 11)})
+    check_net(net)
+
+
+@pytest.mark.parametrize("params", ["kernel_size: 3", "kernel_h: 2 kernel_w: 3 stride: 2 pad: 1",
+                                    "kernel_size: 2 dilation: 2 pad_h: 1 pad_w: 0 stride_h: 1 stride_w: 2"])
+def test_im2col_is_exact(params):
+    net = make_net('layer { name: "i" type: "Im2col" bottom: "x" top: "y" convolution_param '
+                   '{ %s } }' % params, {"x": (2, 3, 6, 7)})
+    errs, model, got = check_net(net)
+    assert errs["y"] == 0
