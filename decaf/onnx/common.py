@@ -1,5 +1,5 @@
-"""Blob plumbing (Split, Concat, Slice, Crop, Reshape, Flatten, Permute, Tile, BatchReindex) and
-the reducing layers (Eltwise, Reduction, ArgMax, Softmax) as ONNX operators."""
+"""Blob plumbing (Split, Concat, Slice, Crop, Reshape, Flatten, Permute, Tile, BatchReindex,
+Filter) and the reducing layers (Eltwise, Reduction, ArgMax, Softmax) as ONNX operators."""
 
 from .registry import register_emitter
 
@@ -93,6 +93,17 @@ def batch_reindex(c):
     g = c.g
     idx = g.op1("Cast", [c.bottom[1]], base=c.base(), to=g.onnx.TensorProto.INT64)
     g.op1("Gather", [c.x, idx], c.y, axis=0)
+
+
+@register_emitter("Filter")
+def filter_(c):
+    """The items n of each data bottom whose selector (the last bottom) is != 0: Compress on
+    axis 0 (the top's first dimension depends on the data)."""
+    g, b = c.g, c.base()
+    sel = g.op1("Reshape", [c.bottom[-1], g.ints([-1])], base=b)
+    keep = g.op1("Not", [g.op1("Equal", [sel, g.const(0.0)], base=b)], base=b)
+    for x, t in zip(c.bottom[:-1], c.top):
+        g.op1("Compress", [x, keep], t, axis=0)
 
 
 @register_emitter("Eltwise")

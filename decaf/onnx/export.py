@@ -13,7 +13,7 @@ from .registry import EMITTERS, Ctx, supported_types
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
 # the types whose top shape depends on the data (ONNX output dims left symbolic)
-DATA_DEPENDENT = {"DetectionOutput"}
+DATA_DEPENDENT = {"DetectionOutput", "Filter"}
 
 
 def _onnx():

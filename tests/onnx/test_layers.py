@@ -190,3 +190,12 @@ def test_batch_reindex_and_parameter():
     _one("BatchReindex", "", {"x": (3, 4, 2), "i": (3,)}, bottoms=("x", "i"),
          feeds={"x": np.random.RandomState(0).randn(3, 4, 2).astype(np.float32), "i": idx})
     _one("Parameter", "parameter_param { shape { dim: 2 dim: 3 } }", {}, bottoms=())
+
+
+def test_filter_keeps_selected_items():
+    sel = np.array([1, 0, 1, 1], np.float32)
+    errs, model, got = _one("Filter", "", {"x": (4, 3), "z": (4, 2, 2), "s": (4,)},
+                            bottoms=("x", "z", "s"), tops=("y", "w"),
+                            feeds={"x": np.arange(12, dtype=np.float32).reshape(4, 3),
+                                   "z": np.ones((4, 2, 2), np.float32), "s": sel})
+    assert got["y"].shape == (3, 3) and got["w"].shape == (3, 2, 2)
