@@ -58,17 +58,38 @@ def crop(c):
 
 @register_emitter("Reshape", "Flatten")
 def reshape(c):
-    """Reshape to Caffe's top shape (0 / -1 / axis / num_axes resolved by the layer); with a
-    dynamic batch the first dimension is copied (ONNX's 0) when the layer keeps it."""
-    keep = c.tshape[0][:1] == c.bshape[0][:1] and _keeps_batch(c)
-    c.g.reshape(c.x, c.tshape[0], c.y, keep_batch=keep)
+    """Reshape to Caffe's top shape (0 / -1 / axis / num_axes resolved by the layer). With a
+    dynamic batch the first dimension is copied (ONNX's 0) when the layer keeps it, else the
+    dimension that holds the batch is inferred (-1)."""
+    shape = list(c.tshape[0])
+    keep = shape[:1] == list(c.bshape[0][:1]) and _keeps_batch(c)
+    if c.g.dynamic_batch and not keep and shape:
+        shape[_batch_holder(c)] = -1
+    c.g.reshape(c.x, shape, c.y, keep_batch=keep)
+
+
+def _start(c):
+    """The first bottom axis the layer rewrites."""
+    ndim = len(c.bshape[0])
+    if c.lp.type == "Flatten":
+        return _axis(c.lp.flatten_param.axis, ndim)
+    axis = int(c.lp.reshape_param.axis)
+    return axis if axis >= 0 else axis + ndim + 1
 
 
 def _keeps_batch(c):
-    if c.lp.type == "Flatten":
-        return _axis(c.lp.flatten_param.axis, len(c.bshape[0])) > 0
-    p = c.lp.reshape_param
-    return p.axis > 0 or (len(p.shape.dim) > 0 and p.shape.dim[0] == 0)
+    if _start(c) > 0:
+        return True
+    return c.lp.type == "Reshape" and len(c.lp.reshape_param.shape.dim) > 0 and \
+        c.lp.reshape_param.shape.dim[0] == 0
+
+
+def _batch_holder(c):
+    """The top axis that absorbs a batch merged from axis 0: Reshape's inferred (-1) axis,
+    else the first."""
+    if c.lp.type == "Reshape" and c.layer.inferred_axis >= 0:
+        return _start(c) + c.layer.inferred_axis
+    return 0
 
 
 @register_emitter("Permute")

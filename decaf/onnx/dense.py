@@ -19,8 +19,11 @@ def inner_product(c):
         ins.append(g.const(c.blob(1), c.base("bias")))
     final = axis == 1
     y = g.op1("Gemm", ins, c.y if final else None, base=b, transB=0 if L.transpose else 1)
-    if not final:
-        g.reshape(y, c.tshape[0], c.y, keep_batch=axis > 0)
+    if not final:   # (M, N) -> shape[:axis] + (N,); M holds the batch
+        shape = list(c.tshape[0])
+        if g.dynamic_batch and axis > 0:
+            shape[0] = -1
+        g.reshape(y, shape, c.y, keep_batch=False)
 
 
 @register_emitter("Embed")

@@ -84,6 +84,27 @@ def test_dynamic_batch_classifier():
                                    rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("layer", [
+    'type: "Reshape" reshape_param { shape { dim: 0 dim: -1 dim: 2 } }',
+    'type: "Reshape" reshape_param { shape { dim: 3 dim: 2 } axis: -2 num_axes: 1 }',
+    'type: "Reshape" reshape_param { shape { dim: -1 dim: 2 } axis: 0 num_axes: 2 }',
+    'type: "Flatten" flatten_param { axis: 0 end_axis: 1 }',
+    'type: "Flatten"',
+    'type: "ArgMax" argmax_param { top_k: 2 out_max_val: true }',
+    'type: "InnerProduct" inner_product_param { num_output: 3 axis: 2 }'])
+def test_dynamic_batch_shape_layers(layer):
+    net = make_net('layer { name: "l" %s bottom: "x" top: "y" }' % layer, {"x": (1, 4, 6)})
+    randomize(net, np.random.RandomState(0))
+    model = decaf.onnx.export(net, dynamic_batch=True)
+    for batch in (1, 3):
+        net.blobs["x"].reshape(batch, 4, 6)
+        net.reshape()
+        x = np.random.RandomState(batch).randn(batch, 4, 6).astype(np.float32)
+        net.forward(x=x)
+        np.testing.assert_allclose(run_ort(model, {"x": x})["y"], net.blobs["y"].data,
+                                   rtol=1e-5, atol=1e-6)
+
+
 def test_input_fields_become_inputs():
     net = net_from_text('input: "im" input_shape { dim: 1 dim: 2 dim: 3 dim: 3 }\n'
                         'layer { name: "r" type: "ReLU" bottom: "im" top: "im" }\n'
