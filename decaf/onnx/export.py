@@ -114,12 +114,15 @@ def build_graph(net, opset=DEFAULT_OPSET, dynamic_batch=False, prune_to=None):
             current[t] = v
             producer[t] = lp.type
     outs = []
-    for name in outputs:
-        v = current[name]
-        if v != name:   # an input exported as an output, or a pruned in-place blob
+    for blob in outputs:
+        v = current[blob]
+        # an input rewritten in place keeps its name for the graph input: the output is the
+        # last version; a pruned blob written again later gets its Caffe name by an Identity
+        name = v if blob in net.inputs else blob
+        if name != v:
             g.op1("Identity", [v], name)
-        outs.append(_value_info(onnx, name, shapes[name], dynamic_batch,
-                                producer.get(name) in DATA_DEPENDENT))
+        outs.append(_value_info(onnx, name, shapes[blob], dynamic_batch,
+                                producer.get(blob) in DATA_DEPENDENT))
     if not outs:
         raise DecafError("ONNX export: net %r has no output blob (every top is consumed or "
                          "silenced); name one with prune_to" % net.name)

@@ -41,7 +41,7 @@ def test_names_follow_caffe_blobs():
     onnx.checker.check_model(model, full_check=True)
 
 
-@pytest.mark.parametrize("opset", [17, 18, 21])
+@pytest.mark.parametrize("opset", [13, 17, 18, 21])
 def test_opsets(opset):
     net = make_net(CHAIN + 'layer { name: "mvn" type: "MVN" bottom: "pool" top: "mvn" }\n'
                    'layer { name: "red" type: "Reduction" bottom: "pool" top: "red" '
@@ -111,6 +111,17 @@ def test_input_fields_become_inputs():
                         'layer { name: "a" type: "AbsVal" bottom: "im" top: "out" }')
     errs, model, got = check_net(net)
     assert [i.name for i in model.graph.input] == ["im"] and set(got) == {"out"}
+
+
+def test_input_rewritten_in_place_as_output():
+    """The graph input keeps the blob's name; the output is its last version."""
+    net = net_from_text('input: "im" input_shape { dim: 2 dim: 3 }\n'
+                        'layer { name: "r" type: "ReLU" bottom: "im" top: "im" }')
+    model = decaf.onnx.export(net)
+    assert [i.name for i in model.graph.input] == ["im"]
+    assert [o.name for o in model.graph.output] == ["im/r"]
+    x = np.random.RandomState(0).randn(2, 3).astype(np.float32)
+    np.testing.assert_array_equal(run_ort(model, {"im": x})["im/r"], np.maximum(x, 0))
 
 
 def test_unsupported_layer_names_layer_type_and_supported_types():
