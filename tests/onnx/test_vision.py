@@ -123,3 +123,10 @@ def test_im2col_is_exact(params):
                    '{ %s } }' % params, {"x": (2, 3, 6, 7)})
     errs, model, got = check_net(net)
     assert errs["y"] == 0
+
+
+def test_convolution_3d():
+    check_net(_conv_net("Convolution", "num_output: 4 kernel_size: 3 pad: 1 stride: 2 group: 2",
+                        shape=(1, 2, 5, 6, 7)))
+    check_net(_conv_net("Deconvolution", "num_output: 3 kernel_size: 2 stride: 2",
+                        shape=(1, 2, 3, 4, 2)))
