@@ -125,12 +125,13 @@ def test_input_rewritten_in_place_as_output():
 
 
 def test_unsupported_layer_names_layer_type_and_supported_types():
-    net = make_net('layer { name: "rnn1" type: "RNN" bottom: "x" bottom: "cont" top: "y" '
-                   'recurrent_param { num_output: 3 } }', {"x": (2, 1, 4), "cont": (2, 1)})
+    net = make_net('layer { name: "acc" type: "Accuracy" bottom: "x" bottom: "label" '
+                   'top: "a" }', {"x": (2, 4), "label": (2,)})
     with pytest.raises(DecafError) as e:
         decaf.onnx.export(net)
     msg = str(e.value)
-    assert "'rnn1'" in msg and "RNN" in msg and "Convolution" in msg and "DetectionOutput" in msg
+    assert "'acc'" in msg and "Accuracy" in msg and "Convolution" in msg and \
+        "DetectionOutput" in msg and "LSTM" in msg
 
 
 def test_train_net_loss_layer_is_refused():

@@ -199,3 +199,38 @@ def test_filter_keeps_selected_items():
                             feeds={"x": np.arange(12, dtype=np.float32).reshape(4, 3),
                                    "z": np.ones((4, 2, 2), np.float32), "s": sel})
     assert got["y"].shape == (3, 3) and got["w"].shape == (3, 2, 2)
+
+
+@pytest.mark.parametrize("type_name,expose,static", [
+    ("LSTM", False, False), ("LSTM", True, True), ("RNN", False, True), ("RNN", True, False)])
+def test_recurrent_unrolled(type_name, expose, static):
+    T, N, H = 5, 3, 4
+    states = ("h0", "c0") if type_name == "LSTM" else ("h0",)
+    inputs = {"x": (T, N, 2, 3), "cont": (T, N)}
+    bottoms = ["x", "cont"]
+    if static:
+        inputs["xs"] = (N, 6)
+        bottoms.append("xs")
+    tops = ["y"]
+    if expose:
+        for s in states:
+            inputs[s] = (1, N, H)
+        bottoms += list(states)
+        tops += [s.replace("0", "T") for s in states]
+    rng = np.random.RandomState(2)
+    feeds = {k: rng.randn(*v).astype(np.float32) for k, v in inputs.items()}
+    feeds["cont"] = np.ones((T, N), np.float32)
+    feeds["cont"][0] = 0
+    feeds["cont"][3, 1] = 0          # a sequence restarts mid-batch
+    errs, model, got = _one(type_name, "recurrent_param { num_output: %d %s }"
+                            % (H, "expose_hidden: true" if expose else ""), inputs,
+                            bottoms=bottoms, tops=tops, feeds=feeds)
+    assert set(got) == set(tops)
+
+
+def test_lstm_unit():
+    inputs = {"c_prev": (1, 3, 4), "gates": (1, 3, 16), "cont": (1, 3)}
+    feeds = {k: np.random.RandomState(0).randn(*v).astype(np.float32) for k, v in inputs.items()}
+    feeds["cont"] = np.array([[1, 0, 1]], np.float32)
+    _one("LSTMUnit", "", inputs, bottoms=("c_prev", "gates", "cont"), tops=("c", "h"),
+         feeds=feeds)
