@@ -110,3 +110,10 @@ def test_adaptive_nms_is_refused():
     net, P = _ssd_net("code_type: CENTER_SIZE nms_param { nms_threshold: 0.45 eta: 0.9 }")
     with pytest.raises(decaf.errors.DecafError, match="eta"):
         decaf.onnx.export(net)
+
+
+def test_no_top_k_no_keep_top_k():
+    net, P = _ssd_net("code_type: CENTER_SIZE share_location: false background_label_id: -1 "
+                      "nms_param { nms_threshold: 0.3 } confidence_threshold: 0.6")
+    got, want = _check(net, _feeds(net, np.random.RandomState(9)))
+    assert len(want[0, 0]) > 3 * C
