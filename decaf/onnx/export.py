@@ -96,7 +96,7 @@ def build_graph(net, opset=DEFAULT_OPSET, dynamic_batch=False, prune_to=None):
         last_writer.pop(name, None)
     for t in last_writer:
         g.used.add(t)
-    producer = {}
+    dynamic = set()   # blobs whose shape depends on the data (after DetectionOutput, Filter)
     for i in order:
         layer = net.layers[i]
         lp = layer.layer_param
@@ -110,19 +110,10 @@ def build_graph(net, opset=DEFAULT_OPSET, dynamic_batch=False, prune_to=None):
         top = [t if last_writer.get(t) == i else g.fresh("%s/%s" % (t, lp.name)) for t in tnames]
         emit(Ctx(g, layer, bottom, top, [shapes[b] for b in bnames],
                  [shapes[t] for t in tnames]))
-        for t, v in zip(tnames, top):
-            current[t] = v
-            producer[t] = lp.type
-    outs = []
-    for blob in outputs:
-        v = current[blob]
-        # an input rewritten in place keeps its name for the graph input: the output is the
-        # last version; a pruned blob written again later gets its Caffe name by an Identity
-        name = v if blob in net.inputs else blob
-        if name != v:
-            g.op1("Identity", [v], name)
-        outs.append(_value_info(onnx, name, shapes[blob], dynamic_batch,
-                                producer.get(blob) in DATA_DEPENDENT))
+        current.update(zip(tnames, top))
+        if lp.type in DATA_DEPENDENT or dynamic.intersection(bnames):
+            dynamic.update(tnames)
+    outs = _outputs(onnx, g, net, outputs, current, shapes, dynamic)
     if not outs:
         raise DecafError("ONNX export: net %r has no output blob (every top is consumed or "
                          "silenced); name one with prune_to" % net.name)
@@ -131,6 +122,19 @@ def build_graph(net, opset=DEFAULT_OPSET, dynamic_batch=False, prune_to=None):
                                    opset_imports=[onnx.helper.make_opsetid("", int(opset))])
     model.ir_version = min(model.ir_version, _ir_version(onnx, opset))
     return model
+
+
+def _outputs(onnx, g, net, outputs, current, shapes, dynamic):
+    """The graph outputs. An input rewritten in place keeps its name for the graph input, so
+    its output is the last version; a pruned blob written again later gets an Identity."""
+    outs = []
+    for blob in outputs:
+        v = current[blob]
+        name = v if blob in net.inputs else blob
+        if name != v:
+            g.op1("Identity", [v], name)
+        outs.append(_value_info(onnx, name, shapes[blob], g.dynamic_batch, blob in dynamic))
+    return outs
 
 
 def _ir_version(onnx, opset):

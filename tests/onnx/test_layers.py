@@ -199,6 +199,7 @@ def test_filter_keeps_selected_items():
                             feeds={"x": np.arange(12, dtype=np.float32).reshape(4, 3),
                                    "z": np.ones((4, 2, 2), np.float32), "s": sel})
     assert got["y"].shape == (3, 3) and got["w"].shape == (3, 2, 2)
+    assert not model.graph.output[0].type.tensor_type.shape.dim[0].HasField("dim_value")
 
 
 @pytest.mark.parametrize("type_name,expose,static", [
