@@ -448,6 +448,11 @@ class Net:
             return
         self.copy_trained_layers_from(weights)
 
+    def to_onnx(self, path=None, **kwargs):
+        """Export to ONNX (``decaf.onnx.export``: opset, dynamic_batch, prune_to, check)."""
+        from .onnx import export
+        return export(self, path, **kwargs)
+
     def to_proto(self, write_diff=False):
         return net_io.to_proto(self, write_diff)
 
