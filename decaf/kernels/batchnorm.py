@@ -1,0 +1,84 @@
+"""BatchNorm's passes over an (N, C, S) view (S = the spatial size), one channel per task.
+
+``channel_stats``     mean[c] = sum x / m, var[c] = sum (x - mean)^2 / m (two passes over the
+                      channel, float64 sums; m = N * S)
+``normalize``         y = (x - mean[c]) / std[c] and, when ``keep`` is given, a copy of y
+                      (Caffe's x_norm_, read by the backward); y may be x
+``normalize_affine``  y = ((x - mean[c]) / std[c]) * s[c] + b[c] (BatchNorm + Scale in one
+                      pass, each operation rounded as the two layers round it)
+``backward``          dx = (dy - (sum(dy * y) * y + sum(dy)) / m) / std[c] (batch statistics),
+                      dx = dy / std[c] (global statistics); dx may be dy
+"""
+from numba import njit, prange
+
+
+@njit(parallel=True, cache=True)
+def channel_stats(x3, mean, var):
+    """mean[c], var[c] (biased: divided by m) of x3[:, c, :], in float64."""
+    n, c_, s = x3.shape
+    m = n * s
+    for c in prange(c_):
+        t = 0.0
+        for i in range(n):
+            for j in range(s):
+                t += x3[i, c, j]
+        mu = t / m if m else 0.0
+        q = 0.0
+        for i in range(n):
+            for j in range(s):
+                d = x3[i, c, j] - mu
+                q += d * d
+        mean[c] = mu
+        var[c] = q / m if m else 0.0
+
+
+@njit(parallel=True, cache=True)
+def normalize(x3, mean, std, y3, keep, has_keep):
+    """y = (x - mean[c]) / std[c] in the arrays' dtype; keep = y when ``has_keep``."""
+    n, c_, s = x3.shape
+    for r in prange(n * c_):
+        i, c = r // c_, r % c_
+        mu, sd = mean[c], std[c]
+        for j in range(s):
+            v = (x3[i, c, j] - mu) / sd
+            y3[i, c, j] = v
+            if has_keep:
+                keep[i, c, j] = v
+
+
+@njit(parallel=True, cache=True)
+def normalize_affine(x3, mean, std, scale, bias, y3):
+    """y = ((x - mean[c]) / std[c]) * scale[c] + bias[c] (y may be x)."""
+    n, c_, s = x3.shape
+    for r in prange(n * c_):
+        i, c = r // c_, r % c_
+        mu, sd, a, b = mean[c], std[c], scale[c], bias[c]
+        for j in range(s):
+            y3[i, c, j] = ((x3[i, c, j] - mu) / sd) * a + b
+
+
+@njit(parallel=True, cache=True)
+def backward(y3, dy3, std, dx3, global_stats):
+    """Caffe's BatchNorm backward (see the module docstring); y3 is the kept x_norm."""
+    n, c_, s = dy3.shape
+    m = n * s
+    for c in prange(c_):
+        sd = std[c]
+        if global_stats:
+            for i in range(n):
+                for j in range(s):
+                    dx3[i, c, j] = dy3[i, c, j] / sd
+            continue
+        a = 0.0
+        b = 0.0
+        for i in range(n):
+            for j in range(s):
+                g = dy3[i, c, j]
+                a += g * y3[i, c, j]
+                b += g
+        a32 = dy3.dtype.type(a)
+        b32 = dy3.dtype.type(b)
+        inv_m = dy3.dtype.type(1.0 / m)
+        for i in range(n):
+            for j in range(s):
+                dx3[i, c, j] = (dy3[i, c, j] - (y3[i, c, j] * a32 + b32) * inv_m) / sd
