@@ -4,8 +4,9 @@
                       channel, float64 sums; m = N * S)
 ``normalize``         y = (x - mean[c]) / std[c] and, when ``keep`` is given, a copy of y
                       (Caffe's x_norm_, read by the backward); y may be x
-``normalize_affine``  y = ((x - mean[c]) / std[c]) * s[c] + b[c] (BatchNorm + Scale in one
-                      pass, each operation rounded as the two layers round it)
+``normalize_affine``  y = ((x - mean[c]) / std[c]) * s[c] + b[c], then ReLU (BatchNorm + Scale
+                      + ReLU of an inference net in one pass, each operation rounded as the
+                      layers round it; decaf.net_fuse)
 ``backward``          dx = (dy - (sum(dy * y) * y + sum(dy)) / m) / std[c] (batch statistics),
                       dx = dy / std[c] (global statistics); dx may be dy
 """
@@ -47,14 +48,22 @@ def normalize(x3, mean, std, y3, keep, has_keep):
 
 
 @njit(parallel=True, cache=True)
-def normalize_affine(x3, mean, std, scale, bias, y3):
-    """y = ((x - mean[c]) / std[c]) * scale[c] + bias[c] (y may be x)."""
+def normalize_affine(x3, mean, std, scale, bias, y3, has_scale, has_bias, relu, slope):
+    """v = (x - mean[c]) / std[c], then v * scale[c], + bias[c], ReLU(slope) (each when asked);
+    y = v (y may be x).  The operations of BatchNorm, Scale and ReLU, in their order."""
     n, c_, s = x3.shape
     for r in prange(n * c_):
         i, c = r // c_, r % c_
         mu, sd, a, b = mean[c], std[c], scale[c], bias[c]
         for j in range(s):
-            y3[i, c, j] = ((x3[i, c, j] - mu) / sd) * a + b
+            v = (x3[i, c, j] - mu) / sd
+            if has_scale:
+                v = v * a
+            if has_bias:
+                v = v + b
+            if relu and not v > 0:
+                v = v * slope
+            y3[i, c, j] = v
 
 
 @njit(parallel=True, cache=True)

@@ -38,10 +38,17 @@ def test_normalize_affine_and_edges():
     mean, std = np.array([0.0, 1e-300]), np.array([1e300, 2.0])
     s, b = np.array([2.0, -1.0]), np.array([0.5, 1e-300])
     y = np.empty_like(x)
-    bk.normalize_affine(x, mean, std, s, b, y)
     with np.errstate(invalid="ignore"):
         ref = ((x - mean[None, :, None]) / std[None, :, None]) * s[None, :, None] + b[None, :, None]
+        relu = np.where(ref > 0, ref, 0.1 * ref)
+    bk.normalize_affine(x, mean, std, s, b, y, True, True, False, 0.0)
     np.testing.assert_allclose(y, ref, rtol=1e-10, atol=0, equal_nan=True)
+    bk.normalize_affine(x, mean, std, s, b, y, True, True, True, 0.1)
+    np.testing.assert_allclose(y, relu, rtol=1e-10, atol=0, equal_nan=True)
+    bk.normalize_affine(x, mean, std, s, b, y, False, False, False, 0.0)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_allclose(y, (x - mean[None, :, None]) / std[None, :, None],
+                                   rtol=1e-10, atol=0, equal_nan=True)
     y2 = np.empty_like(x)
     bk.normalize(x, mean, std, y2, y2, False)
     with np.errstate(invalid="ignore"):
