@@ -12,6 +12,8 @@
 """
 from numba import njit, prange
 
+from .reduce import row_dot, row_sqdev, row_sum
+
 
 @njit(parallel=True, cache=True)
 def channel_stats(x3, mean, var):
@@ -21,14 +23,11 @@ def channel_stats(x3, mean, var):
     for c in prange(c_):
         t = 0.0
         for i in range(n):
-            for j in range(s):
-                t += x3[i, c, j]
+            t += row_sum(x3[i, c])
         mu = t / m if m else 0.0
         q = 0.0
         for i in range(n):
-            for j in range(s):
-                d = x3[i, c, j] - mu
-                q += d * d
+            q += row_sqdev(x3[i, c], mu)
         mean[c] = mu
         var[c] = q / m if m else 0.0
 
@@ -81,10 +80,8 @@ def backward(y3, dy3, std, dx3, global_stats):
         a = 0.0
         b = 0.0
         for i in range(n):
-            for j in range(s):
-                g = dy3[i, c, j]
-                a += g * y3[i, c, j]
-                b += g
+            a += row_dot(dy3[i, c], y3[i, c])
+            b += row_sum(dy3[i, c])
         a32 = dy3.dtype.type(a)
         b32 = dy3.dtype.type(b)
         inv_m = dy3.dtype.type(1.0 / m)
