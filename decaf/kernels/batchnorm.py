@@ -1,7 +1,8 @@
 """BatchNorm's passes over an (N, C, S) view (S = the spatial size), one channel per task.
 
-``channel_stats``     mean[c] = sum x / m, var[c] = sum (x - mean)^2 / m (two passes over the
-                      channel, float64 sums; m = N * S)
+``channel_stats``     mean[c] = sum x / m, var[c] = sum (x - mean)^2 / m (m = N * S), in one
+                      pass: float64 sums of x - x_0 and its square (shifted data), so
+                      var = E[d^2] - E[d]^2 loses nothing a float32 input can resolve
 ``normalize``         y = (x - mean[c]) / std[c] and, when ``keep`` is given, a copy of y
                       (Caffe's x_norm_, read by the backward); y may be x
 ``normalize_affine``  y = ((x - mean[c]) / std[c]) * s[c] + b[c], then ReLU (BatchNorm + Scale
@@ -10,9 +11,10 @@
 ``backward``          dx = (dy - (sum(dy * y) * y + sum(dy)) / m) / std[c] (batch statistics),
                       dx = dy / std[c] (global statistics); dx may be dy
 """
+import numpy as np
 from numba import njit, prange
 
-from .reduce import row_dot, row_sqdev, row_sum
+from .reduce import row_dot_sum, row_sum_sq
 
 
 @njit(parallel=True, cache=True)
@@ -21,15 +23,20 @@ def channel_stats(x3, mean, var):
     n, c_, s = x3.shape
     m = n * s
     for c in prange(c_):
+        if m == 0:
+            mean[c] = 0.0
+            var[c] = 0.0
+            continue
+        shift = np.float64(x3[0, c, 0])
         t = 0.0
-        for i in range(n):
-            t += row_sum(x3[i, c])
-        mu = t / m if m else 0.0
         q = 0.0
         for i in range(n):
-            q += row_sqdev(x3[i, c], mu)
-        mean[c] = mu
-        var[c] = q / m if m else 0.0
+            a, b = row_sum_sq(x3[i, c], shift)
+            t += a
+            q += b
+        d = t / m
+        mean[c] = shift + d
+        var[c] = max(q / m - d * d, 0.0)
 
 
 @njit(parallel=True, cache=True)
@@ -80,8 +87,9 @@ def backward(y3, dy3, std, dx3, global_stats):
         a = 0.0
         b = 0.0
         for i in range(n):
-            a += row_dot(dy3[i, c], y3[i, c])
-            b += row_sum(dy3[i, c])
+            p, q = row_dot_sum(dy3[i, c], y3[i, c])
+            a += p
+            b += q
         a32 = dy3.dtype.type(a)
         b32 = dy3.dtype.type(b)
         inv_m = dy3.dtype.type(1.0 / m)

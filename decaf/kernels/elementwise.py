@@ -14,7 +14,7 @@ the parameter-gradient sums accumulate in float64.
 import numpy as np
 from numba import njit, prange
 
-from .reduce import row_dot, row_sum
+from .reduce import row_dot_sum, row_sum
 
 #: elements per parallel task of the flat kernels (one task per block keeps prange cheap)
 BLOCK = 1 << 14
@@ -74,8 +74,10 @@ def scale_backward(x3, dy3, s, ds, db, dx3, want_ds, want_db, want_dx):
         t = 0.0
         for o in range(outer):
             if want_ds:
-                a += row_dot(dy3[o, c], x3[o, c])
-            if want_db:
+                p, q = row_dot_sum(dy3[o, c], x3[o, c])
+                a += p
+                t += q
+            elif want_db:
                 t += row_sum(dy3[o, c])
         if want_dx:
             sc = s[c]

@@ -8,6 +8,8 @@ rounding, which float64 accumulation of float32 values keeps far below float32 r
 ``row_sum(a)``            sum a_j
 ``row_dot(a, b)``         sum a_j b_j            (the products in the arrays' dtype, as Caffe's)
 ``row_sqdev(a, mu)``      sum (a_j - mu)^2       (in float64)
+``row_dot_sum(a, b)``     both of the first two in one pass
+``row_sum_sq(a, shift)``  sum (a_j - shift), sum (a_j - shift)^2 in one pass
 """
 from numba import njit
 
@@ -79,3 +81,57 @@ def row_sqdev(a, mu):
         t += d * d
         j += 1
     return t
+
+
+@njit(cache=True)
+def row_dot_sum(a, b):
+    """(sum a_j b_j, sum a_j) in one pass over a (four chains each)."""
+    n = a.size
+    p0 = p1 = p2 = p3 = 0.0
+    s0 = s1 = s2 = s3 = 0.0
+    j = 0
+    while j + 4 <= n:
+        g0, g1, g2, g3 = a[j], a[j + 1], a[j + 2], a[j + 3]
+        p0 += g0 * b[j]
+        p1 += g1 * b[j + 1]
+        p2 += g2 * b[j + 2]
+        p3 += g3 * b[j + 3]
+        s0 += g0
+        s1 += g1
+        s2 += g2
+        s3 += g3
+        j += 4
+    p, s = (p0 + p1) + (p2 + p3), (s0 + s1) + (s2 + s3)
+    while j < n:
+        p += a[j] * b[j]
+        s += a[j]
+        j += 1
+    return p, s
+
+
+@njit(cache=True)
+def row_sum_sq(a, shift):
+    """(sum (a_j - shift), sum (a_j - shift)^2) in one pass, in float64 (the shifted-data
+    variance: with ``shift`` a value of the data the cancellation stays small)."""
+    n = a.size
+    p0 = p1 = p2 = p3 = 0.0
+    s0 = s1 = s2 = s3 = 0.0
+    j = 0
+    while j + 4 <= n:
+        d0, d1, d2, d3 = a[j] - shift, a[j + 1] - shift, a[j + 2] - shift, a[j + 3] - shift
+        s0 += d0
+        s1 += d1
+        s2 += d2
+        s3 += d3
+        p0 += d0 * d0
+        p1 += d1 * d1
+        p2 += d2 * d2
+        p3 += d3 * d3
+        j += 4
+    p, s = (p0 + p1) + (p2 + p3), (s0 + s1) + (s2 + s3)
+    while j < n:
+        d = a[j] - shift
+        s += d
+        p += d * d
+        j += 1
+    return s, p
