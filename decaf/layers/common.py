@@ -282,15 +282,13 @@ class EltwiseLayer(Layer):
             xp.multiply(bottom[0].data, self.coeffs[0], out=y)
             for b, c in zip(bottom[1:], self.coeffs[1:]):
                 y += b.data * c
-        else:
-            a, b = bottom[0].data, bottom[1].data
-            gt = a > b
-            xp.copyto(y, xp.where(gt, a, b))
-            xp.copyto(self._mask, xp.where(gt, 0, 1))
-            for k, blob in enumerate(bottom[2:], 2):
-                gt = blob.data > y
-                xp.copyto(y, xp.where(gt, blob.data, y))
-                xp.copyto(self._mask, xp.where(gt, k, self._mask))
+        else:                                   # bottom 1 takes over unless a > b
+            xp.copyto(y, bottom[0].data)
+            self._mask[...] = 0
+            for k, blob in enumerate(bottom[1:], 1):
+                take = ~(y > blob.data) if k == 1 else blob.data > y
+                xp.copyto(y, blob.data, where=take)
+                xp.copyto(self._mask, k, where=take)
 
     def backward(self, top, propagate_down, bottom):
         xp, dy = self.xp, top[0].diff
