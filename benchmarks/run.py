@@ -316,14 +316,21 @@ def orchestrate(args):
     flops = {n: nets.flops_per_iteration(Net(nets.train_net_param(n))) for n in args.nets}
     prepared = {(m, b): inference.prepare(m, b) for m in args.models for b in args.batches}
     runs = []
-    for rnd in range(args.rounds):
-        _train_runs(args, rnd, runs)
-        _infer_runs(args, rnd, runs, prepared)
-    rows = summarize(runs, flops)
     meta = dict(command=" ".join(["python benchmarks/run.py"] + sys.argv[1:]),
                 machine=platform.processor() or platform.machine(), cpus=os.cpu_count(),
                 python=platform.python_version(), date=time.strftime("%Y-%m-%d"),
                 rounds=args.rounds, flops=flops, **_versions())
+    for rnd in range(args.rounds):
+        _train_runs(args, rnd, runs)
+        _infer_runs(args, rnd, runs, prepared)
+        meta["rounds"] = rnd + 1
+        md = _write(args, runs, flops, meta)      # after every round: a cut-short run keeps
+    print()                                       # its finished rounds
+    print(md)
+
+
+def _write(args, runs, flops, meta):
+    rows = summarize(runs, flops)
     md = markdown(rows, meta)
     if args.json:
         with open(args.json, "w") as fh:
@@ -331,8 +338,7 @@ def orchestrate(args):
     if args.markdown:
         with open(args.markdown, "w") as fh:
             fh.write(md)
-    print()
-    print(md)
+    return md
 
 
 def _list(s):
