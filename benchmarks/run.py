@@ -49,6 +49,15 @@ INFER_SECONDS = 4.0
 # -- workers: one training run each, printing one JSON line ------------------------------------
 
 def _peak_rss_mb():
+    """This process's peak resident memory: VmHWM (Linux; reset by exec, where ru_maxrss keeps
+    the high-water mark of the orchestrator that forked the worker), else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     import resource
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb / 1024.0 if sys.platform != "darwin" else kb / 2 ** 20
@@ -252,7 +261,7 @@ def markdown(rows, meta):
             "ratios are decaf's speed over the other framework's (> 1: decaf faster), median of "
             "the per-round ratios. Training: Caffe's solver settings (momentum, weight decay, "
             "lr policy, lr_mult); GFLOP/s counts the conv / inner-product GEMM FLOPs of forward "
-            "+ backward (%s). Peak RSS = `ru_maxrss` of the run's process." % (
+            "+ backward (%s). Peak RSS = the run's process's VmHWM." % (
                 meta["rounds"], ", ".join("%s %.3f GFLOP/iter" % (k, v / 1e9)
                                           for k, v in meta["flops"].items())), ""]
     return "\n".join(head + lines) + "\n"
