@@ -1,5 +1,10 @@
 """Blob: Caffe's N-d array pair. ``data`` holds values, ``diff`` holds gradients.
 
+The diff memory is allocated on first use (Caffe's SyncedMemory is lazy the same way): a
+TEST-phase forward of a deploy net never touches a diff, so it never allocates one.
+``share_diff`` with a blob whose diff does not exist yet links the two; the first access of
+either side allocates the one buffer they share.
+
 ``update()`` is Caffe's ``Blob::Update``: ``data -= diff`` (the solver has already turned the
 gradient into the step, so the update is a plain subtraction).
 """
@@ -15,13 +20,14 @@ class Blob:
     """An N-d array with its gradient. Memory is kept across reshapes (grown, never shrunk)."""
 
     __slots__ = ("_shape", "_count", "_dtype", "_xp", "_data_buf", "_diff_buf", "_data", "_diff",
-                 "__weakref__")
+                 "_diff_link", "__weakref__")
 
     def __init__(self, shape=(), dtype=np.float32, xp=None):
         self._dtype = np.dtype(dtype)
         self._xp = xp if xp is not None else backend.xp()
         self._data_buf = self._xp.zeros(0, self._dtype)
-        self._diff_buf = self._xp.zeros(0, self._dtype)
+        self._diff_buf = None            # allocated by the first ``diff`` access
+        self._diff_link = None           # a blob whose diff this one shares, once allocated
         self._shape = None
         self.reshape(shape)
 
@@ -44,14 +50,36 @@ class Blob:
             count *= d
         if count > self._data_buf.size:
             self._data_buf = self._xp.zeros(count, self._dtype)
-        if count > self._diff_buf.size:
+        if self._diff_buf is not None and count > self._diff_buf.size:
             self._diff_buf = self._xp.zeros(count, self._dtype)
+        if self._diff_link is not None and count > self._diff_link.count:
+            self._diff_link = None
         self._shape, self._count = shape, count
         self._refresh_views()
 
     def _refresh_views(self):
         self._data = self._data_buf[:self._count].reshape(self._shape)
+        self._diff = None if self._diff_buf is None else \
+            self._diff_buf[:self._count].reshape(self._shape)
+
+    def _alloc_diff(self):
+        """The diff view, allocating (or taking the linked blob's) memory on first use."""
+        link = self._diff_link
+        if link is not None:
+            self._diff_link = None
+            self._diff_buf = link._diff_view().reshape(-1)
+        elif self._diff_buf is None or self._diff_buf.size < self._count:
+            self._diff_buf = self._xp.zeros(self._count, self._dtype)
         self._diff = self._diff_buf[:self._count].reshape(self._shape)
+        return self._diff
+
+    def _diff_view(self):
+        return self._diff if self._diff is not None else self._alloc_diff()
+
+    @property
+    def has_diff(self):
+        """True once the diff memory exists (it is allocated on first access)."""
+        return self._diff is not None or self._diff_link is not None
 
     def reshape_like(self, other):
         self.reshape(other.shape)
@@ -116,15 +144,15 @@ class Blob:
 
     @property
     def diff(self):
-        return self._diff
+        return self._diff if self._diff is not None else self._alloc_diff()
 
     @diff.setter
     def diff(self, value):
-        self._diff[...] = value
+        self.diff[...] = value
 
     def update(self):
         """Caffe's Blob::Update: data -= diff."""
-        self._xp.subtract(self._data, self._diff, out=self._data)
+        self._xp.subtract(self._data, self.diff, out=self._data)
 
     def share_data(self, other):
         """Make this blob's data the same memory as ``other``'s (counts must match)."""
@@ -136,14 +164,19 @@ class Blob:
     def share_diff(self, other):
         if other.count != self._count:
             raise ShapeMismatchError("share_diff: count %d != %d" % (self._count, other.count))
-        self._diff_buf = other._diff_buf
-        self._diff = other._diff.reshape(self._shape)
+        if other._diff is None and self._diff is None:
+            self._diff_link, self._diff_buf = other, None     # both stay unallocated for now
+            return
+        self._diff_link = None
+        self._diff_buf = other.diff.reshape(-1)
+        self._diff = other.diff.reshape(self._shape)
 
     def asum_data(self):
         return float(self._xp.abs(self._data).sum())
 
     def sumsq_diff(self):
-        return float(self._xp.vdot(self._diff.ravel(), self._diff.ravel()))
+        d = self.diff.ravel()
+        return float(self._xp.vdot(d, d))
 
     # -- protobuf --------------------------------------------------------------------------
     def shape_equals(self, proto):
@@ -165,9 +198,9 @@ class Blob:
                                      % (self._shape, pshape))
         self._load(self._data, proto.double_data if len(proto.double_data) else proto.data, "data")
         if len(proto.double_diff):
-            self._load(self._diff, proto.double_diff, "diff")
+            self._load(self.diff, proto.double_diff, "diff")
         elif len(proto.diff):
-            self._load(self._diff, proto.diff, "diff")
+            self._load(self.diff, proto.diff, "diff")
 
     def _load(self, dest, values, what):
         if len(values) != self._count:
@@ -183,7 +216,7 @@ class Blob:
         double = self._dtype == np.float64
         chunks = [_packed_field(8 if double else 5, self._data, double)]
         if write_diff:
-            chunks.append(_packed_field(9 if double else 6, self._diff, double))
+            chunks.append(_packed_field(9 if double else 6, self.diff, double))
         proto.MergeFromString(b"".join(chunks))
         return proto
 

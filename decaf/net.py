@@ -17,6 +17,7 @@ from .layer import create_layer
 from .net_build import filter_net, insert_splits
 from .proto import caffe_pb2
 from . import net_io
+from . import net_fuse
 
 
 def _log(msg, line):
@@ -95,6 +96,10 @@ class Net:
                 lp.phase = self.phase
             self._add_layer(layer_id, lp, available)
         self._prune_backward(param)
+        for layer, need in zip(self.layers, self.layer_need_backward):
+            layer.needs_backward = need     # False: Backward never runs (no copies kept for it)
+        self.fuse_inference = net_fuse.enabled_by_default()
+        self._fusion = None
         self._output_names = sorted(available)   # Caffe keeps them in a std::set
         for name in self._output_names:
             _log("This network produces output " + name, 242)
@@ -331,10 +336,22 @@ class Net:
 
     def forward_from_to(self, start=0, end=None):
         end = len(self.layers) - 1 if end is None else end
+        chains = self._fusion_plan() if self.fuse_inference else {}
         loss = 0.0
-        for i in range(start, end + 1):
+        i = start
+        while i <= end:
+            last = chains.get(i)
+            if last is not None and last <= end and net_fuse.run(self, i, last):
+                i = last + 1                 # in-place chain in one pass (decaf/net_fuse.py)
+                continue
             loss += self.layers[i].Forward(self.bottom_vecs[i], self.top_vecs[i])
+            i += 1
         return loss
+
+    def _fusion_plan(self):
+        if self._fusion is None:
+            self._fusion = net_fuse.plan(self)
+        return self._fusion
 
     def backward_from_to(self, start=None, end=0):
         start = len(self.layers) - 1 if start is None else start

@@ -8,6 +8,9 @@ param diff (Caffe shares the diff memory instead: equal after one backward from 
 """
 import math
 
+import numpy as np
+
+from ..kernels import eltwise as keltwise
 from ..layer import Layer, register_layer
 from .shape import canonical_axis, forbid_in_place, reshape_shared
 
@@ -215,7 +218,9 @@ class SliceLayer(Layer):
 class EltwiseLayer(Layer):
     """Eltwise: top = prod_i bottom[i] (PROD) | sum_i coeff_i bottom[i] (SUM) | max_i bottom[i]
     (MAX). Diffs: PROD top_diff * prod_{j != i} bottom[j] (or top_diff * top / bottom[i] when
-    stable_prod_grad is false); SUM coeff_i top_diff; MAX top_diff to the arg max only."""
+    stable_prod_grad is false); SUM coeff_i top_diff; MAX top_diff to the arg max only
+    (Caffe's rule: bottom 1 wins ties with bottom 0, a later one must be strictly greater).
+    Kernels: decaf.kernels.eltwise."""
 
     min_bottom = 2
     exact_num_top = 1
@@ -241,47 +246,49 @@ class EltwiseLayer(Layer):
                            % (bottom[0].shape, i, b.shape))
         shape = bottom[0].shape
         top[0].reshape(shape)
-        buf = getattr(self, "_buf", None)
-        if buf is None or buf.shape != shape or buf.dtype != bottom[0].dtype:
-            self._buf = self.xp.empty(shape, bottom[0].dtype)
-            if self.op == self.MAX:
-                itype = self.xp.uint8 if len(bottom) < 256 else self.xp.int32
-                self._mask = self.xp.empty(shape, itype)   # Caffe's max_idx_
-                self._tmp = self.xp.empty(shape, itype)
-                self._gt = self.xp.empty(shape, bool)
+        mask = getattr(self, "_mask", None)
+        if self.op == self.MAX and (mask is None or mask.shape != shape):
+            itype = self.xp.uint8 if len(bottom) < 256 else self.xp.int32
+            self._mask = self.xp.empty(shape, itype)   # Caffe's max_idx_
 
     def forward(self, bottom, top):
-        xp, y = self.xp, top[0].data
+        if self.xp is not np:
+            return self._forward_xp(bottom, top[0].data)
+        y = top[0].data.reshape(-1)
+        flat = [b.data.reshape(-1) for b in bottom]
+        if self.op == self.PROD:
+            keltwise.prod2(flat[0], flat[1], y)
+            for x in flat[2:]:
+                keltwise.prod_mul(y, x)
+        elif self.op == self.SUM:
+            dt, c = y.dtype.type, self.coeffs
+            keltwise.sum2(flat[0], dt(c[0]), flat[1], dt(c[1]), y, False, dt(0))
+            for x, ck in zip(flat[2:], c[2:]):
+                keltwise.sum_add(y, x, dt(ck), False, dt(0))
+        else:
+            mask = self._mask.reshape(-1)
+            keltwise.max2(flat[0], flat[1], y, mask)
+            for k, x in enumerate(flat[2:], 2):
+                keltwise.max_next(x, k, y, mask)
+
+    def _forward_xp(self, bottom, y):
+        """The generic (CuPy) path of the same formulas."""
+        xp = self.xp
         if self.op == self.PROD:
             xp.multiply(bottom[0].data, bottom[1].data, out=y)
             for b in bottom[2:]:
-                xp.multiply(y, b.data, out=y)
+                y *= b.data
         elif self.op == self.SUM:
             xp.multiply(bottom[0].data, self.coeffs[0], out=y)
             for b, c in zip(bottom[1:], self.coeffs[1:]):
-                if c == 1.0:
-                    xp.add(y, b.data, out=y)
-                else:
-                    xp.multiply(b.data, c, out=self._buf)
-                    xp.add(y, self._buf, out=y)
-        else:
-            self._forward_max(bottom, y)
-
-    def _forward_max(self, bottom, y):
-        """Caffe's rule: bottom 1 wins ties with bottom 0 (a > b ? a : b); a later bottom must
-        be strictly greater than the running max to take over. Branch-free: the values are
-        np.maximum's, the arg max is updated arithmetically (masked copies are slow)."""
-        xp, mask, gt, tmp = self.xp, self._mask, self._gt, self._tmp
-        a, b = bottom[0].data, bottom[1].data
-        xp.greater(a, b, out=gt)
-        xp.logical_not(gt, out=mask.view(bool) if mask.itemsize == 1 else mask, casting="unsafe")
-        xp.maximum(a, b, out=y)
-        for k, blob in enumerate(bottom[2:], 2):
-            xp.greater(blob.data, y, out=gt)
-            xp.maximum(y, blob.data, out=y)
-            xp.subtract(k, mask, out=tmp)           # mask += gt * (k - mask)
-            xp.multiply(tmp, gt, out=tmp)
-            xp.add(mask, tmp, out=mask)
+                y += b.data * c
+        else:                                   # bottom 1 takes over unless a > b
+            xp.copyto(y, bottom[0].data)
+            self._mask[...] = 0
+            for k, blob in enumerate(bottom[1:], 1):
+                take = ~(y > blob.data) if k == 1 else blob.data > y
+                xp.copyto(y, blob.data, where=take)
+                xp.copyto(self._mask, k, where=take)
 
     def backward(self, top, propagate_down, bottom):
         xp, dy = self.xp, top[0].diff
@@ -303,9 +310,10 @@ class EltwiseLayer(Layer):
                     xp.copyto(dx, dy)
                 else:
                     xp.multiply(dy, self.coeffs[i], out=dx)
+            elif xp is np:
+                keltwise.max_backward(dy.reshape(-1), self._mask.reshape(-1), i, dx.reshape(-1))
             else:
-                xp.equal(self._mask, i, out=self._gt)
-                xp.multiply(dy, self._gt, out=dx)
+                xp.multiply(dy, self._mask == i, out=dx)
 
 
 # -- Tile / Reduction -------------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""LRN: local response normalization, across channels or within a channel (Caffe's LRNLayer)."""
+"""LRN: local response normalization, across channels or within a channel (Caffe's LRNLayer).
+Kernels: decaf.kernels.lrn (the padded-buffer window sums below are the CuPy path)."""
+import numpy as np
+
+from ..kernels import lrn
 from ..layer import Layer, register_layer
 
 
@@ -44,6 +48,9 @@ class LRNLayer(Layer):
             return
         self._key = key
         xp, (n, c, h, w), p = self.xp, b.shape, self.pre_pad
+        self.scale = xp.empty(b.shape, dtype=b.dtype)     # kept for the backward
+        if xp is np:                                      # the kernels need no other buffer
+            return
         # zero-bordered work buffers: only their interiors are rewritten
         if self.across:
             self.padded = xp.zeros((n, c + 2 * p, h, w), dtype=b.dtype)
@@ -52,7 +59,6 @@ class LRNLayer(Layer):
             self.padded = xp.zeros((n, c, h + 2 * p, w + 2 * p), dtype=b.dtype)
             self.interior = (slice(None), slice(None), slice(p, p + h), slice(p, p + w))
             self.rowsum = xp.empty((n, c, h + 2 * p, w), dtype=b.dtype)
-        self.scale = xp.empty(b.shape, dtype=b.dtype)
         self.power = xp.empty(b.shape, dtype=b.dtype)
         self.work = xp.empty(b.shape, dtype=b.dtype)
 
@@ -75,8 +81,26 @@ class LRNLayer(Layer):
             out += rows[:, :, o:o + h]
         return out
 
+    def _kernel_args(self, b):
+        n, dt = self.size, b.dtype.type
+        if self.across:
+            views = (b.shape[0], b.shape[1], b.shape[2] * b.shape[3])
+            a = self.alpha / n
+        else:
+            views = (b.shape[0] * b.shape[1], b.shape[2], b.shape[3])
+            a = self.alpha / (n * n)
+        return views, dt(a), dt(2.0 * a * self.beta), dt(self.beta)
+
     def forward(self, bottom, top):
         xp, x = self.xp, bottom[0].data
+        if xp is np:
+            v, a, _, beta = self._kernel_args(x)
+            x3, y3, s3 = x.reshape(v), top[0].data.reshape(v), self.scale.reshape(v)
+            if self.across:
+                lrn.across_forward(x3, self.size, a, x.dtype.type(self.k), beta, s3, y3)
+            else:
+                lrn.within_forward(x3, self.size, a, beta, s3, y3)
+            return
         xp.multiply(x, x, out=self.padded[self.interior])
         s = self._window_sum(self.scale)
         if self.across:
@@ -93,6 +117,12 @@ class LRNLayer(Layer):
         if not propagate_down[0]:
             return
         xp, x, td = self.xp, bottom[0].data, top[0].diff
+        if xp is np:
+            v, _, coeff, beta = self._kernel_args(x)
+            args = (x.reshape(v), top[0].data.reshape(v), td.reshape(v), self.scale.reshape(v),
+                    self.size, coeff, beta, bottom[0].diff.reshape(v))
+            (lrn.across_backward if self.across else lrn.within_backward)(*args)
+            return
         # ratio = top_diff * top / scale (the chain rule through scale), zero-padded
         ratio = self.padded[self.interior]
         xp.multiply(td, x, out=ratio)

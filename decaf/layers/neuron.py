@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import backend
 from ..filler import fill
+from ..kernels import elementwise
 from ..layer import NeuronLayer, register_layer
 
 
@@ -74,7 +75,8 @@ def _sigmoid(xp, x, out, scale=1.0):
 @register_layer("ReLU")
 class ReLULayer(_Elementwise):
     """ReLU: top = max(bottom, 0) + negative_slope * min(bottom, 0);
-    bottom diff = top diff * (1 if bottom > 0 else negative_slope)."""
+    bottom diff = top diff * ((bottom > 0) + negative_slope * (bottom <= 0)).
+    Kernel: decaf.kernels.elementwise.relu_forward / relu_backward."""
 
     def setup(self, bottom, top):
         self.slope = float(self.layer_param.relu_param.negative_slope)
@@ -84,23 +86,11 @@ class ReLULayer(_Elementwise):
     def forward(self, bottom, top):
         xp, x, y = self.xp, bottom[0].data, top[0].data
         self._keep_bottom(bottom, top)
-        s = self.slope
-        if s == 0:
-            xp.maximum(x, 0, out=y)
-        elif 0 < s <= 1:  # max(x, s x) is the leaky ReLU for 0 < s <= 1
-            buf = self._buffer("buf", x)
-            xp.multiply(x, s, out=buf)
-            xp.maximum(x, buf, out=y)
-        elif s > 1:
-            buf = self._buffer("buf", x)
-            xp.multiply(x, s, out=buf)
-            xp.minimum(x, buf, out=y)
+        s = x.dtype.type(self.slope)
+        if xp is np:
+            elementwise.relu_forward(x.reshape(-1), y.reshape(-1), s)
         else:
-            buf = self._buffer("buf", x)
-            xp.minimum(x, 0, out=buf)
-            buf *= s
-            xp.maximum(x, 0, out=y)
-            y += buf
+            xp.copyto(y, xp.where(x > 0, x, x * s))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -109,16 +99,11 @@ class ReLULayer(_Elementwise):
         # After an in-place forward with slope >= 0, top data > 0 exactly where bottom was.
         x = self._bottom_data(bottom, top)
         dy, dx = top[0].diff, bottom[0].diff
-        mask = self._buffer("mask", x, np.bool_)
-        if self.slope == 0:
-            xp.greater(x, 0, out=mask)
-            xp.multiply(dy, mask, out=dx)
-            return
-        factor = self._buffer("buf", x)
-        xp.less_equal(x, 0, out=mask)
-        xp.multiply(mask, self.slope - 1.0, out=factor)
-        factor += 1
-        xp.multiply(dy, factor, out=dx)
+        s = x.dtype.type(self.slope)
+        if xp is np:
+            elementwise.relu_backward(x.reshape(-1), dy.reshape(-1), dx.reshape(-1), s)
+        else:
+            xp.multiply(dy, (x > 0) + s * (x <= 0), out=dx)
 
 
 @register_layer("Sigmoid")

@@ -5,8 +5,11 @@ batch-normalization block is a Scale layer with ``bias_term: true`` after it, as
 All four layers work on blobs of any number of axes through Caffe's (outer, dim, inner) view:
 ``outer = count(0, axis)``, ``dim`` the channel/parameter extent, ``inner`` the rest.
 """
+import numpy as np
+
 from ..errors import ShapeMismatchError
 from ..filler import fill
+from ..kernels import batchnorm, elementwise
 from ..layer import Layer, register_layer
 
 
@@ -70,9 +73,10 @@ class BatchNormLayer(Layer):
 
     mu, var are the batch statistics over N and the spatial axes (TRAIN, updating the stored sums
     s = lambda s + 1, mean_sum = lambda mean_sum + mu, var_sum = lambda var_sum + m/(m-1) var),
-    or mean_sum/s, var_sum/s with use_global_stats. Backward (batch stats):
-    bottom_diff = (dy - mean(dy) - mean(dy * y) * y) / sqrt(var + eps);
+    or mean_sum/s, var_sum/s with use_global_stats (0 when s is 0). Backward (batch stats):
+    bottom_diff = (dy - (sum(dy * y) * y + sum(dy)) / m) / sqrt(var + eps), m = N * spatial;
     with global stats bottom_diff = dy / sqrt(var + eps); the statistics blobs get no diff.
+    Kernels: decaf.kernels.batchnorm (channel_stats, normalize, backward).
     """
 
     exact_num_bottom = 1
@@ -124,55 +128,69 @@ class BatchNormLayer(Layer):
             self._shape = (b.shape, b.dtype)
             self._n, self._s = b.shape[0], b.count // (b.shape[0] * self.channels)
             view = (self._n, self.channels, self._s)
-            self._x_norm = xp.zeros(view, b.dtype)
-            self._tmp = xp.zeros(view, b.dtype)
-            self._inv_std = xp.zeros(self.channels, b.dtype)
+            # Caffe's x_norm_: the normalized values the batch-statistics backward reads
+            self._x_norm = None if self.use_global_stats else xp.zeros(view, b.dtype)
+            self._std = xp.ones(self.channels, b.dtype)
 
     def _view(self, arr):
         return arr.reshape(self._n, self.channels, self._s)
 
-    def forward(self, bottom, top):
-        xp = self.xp
-        x = self._view(bottom[0].data)
-        xn = self._x_norm
-        m = self._n * self._s
+    def statistics(self, x):
+        """(mean, std) in the blob dtype: the stored averages (global stats, 0 when the scale
+        factor is 0) or this batch's, which also updates the stored sums."""
+        xp, dt = self.xp, self._std.dtype.type
         if self.use_global_stats:
             s = float(self.blobs[2].data[0])
-            factor = 0.0 if s == 0 else 1.0 / s
+            factor = dt(0.0 if s == 0 else 1.0 / s)
             mean = self.blobs[0].data * factor
             var = self.blobs[1].data * factor
-            xp.subtract(x, mean[None, :, None], out=xn)
         else:
-            mean = x.mean(axis=(0, 2))
-            xp.subtract(x, mean[None, :, None], out=xn)
-            var = xp.einsum("ncs,ncs->c", xn, xn) / m
-            lam = self.moving_average_fraction
+            if xp is np:
+                mean64, var64 = np.empty(self.channels), np.empty(self.channels)
+                batchnorm.channel_stats(x, mean64, var64)
+            else:
+                mean64 = x.mean(axis=(0, 2), dtype=np.float64)
+                var64 = ((x - mean64[None, :, None].astype(x.dtype)) ** 2).mean(
+                    axis=(0, 2), dtype=np.float64)
+            mean, var = mean64.astype(x.dtype), var64.astype(x.dtype)
+            m = self._n * self._s
+            lam = dt(self.moving_average_fraction)
             self.blobs[2].data[0] = self.blobs[2].data[0] * lam + 1
             self.blobs[0].data[...] = lam * self.blobs[0].data + mean
-            correction = m / (m - 1.0) if m > 1 else 1.0
+            correction = dt(m / (m - 1.0) if m > 1 else 1.0)
             self.blobs[1].data[...] = lam * self.blobs[1].data + correction * var
-        xp.divide(1.0, xp.sqrt(var + self.eps), out=self._inv_std)
-        xn *= self._inv_std[None, :, None]
-        self._view(top[0].data)[...] = xn
+        xp.sqrt(var + dt(self.eps), out=self._std)
+        return mean
+
+    def forward(self, bottom, top):
+        xp = self.xp
+        x, y = self._view(bottom[0].data), self._view(top[0].data)
+        mean = self.statistics(x)
+        std, keep = self._std, self._x_norm
+        if xp is np:
+            batchnorm.normalize(x, mean, std, y, y if keep is None else keep, keep is not None)
+            return
+        xp.divide(x - mean[None, :, None], std[None, :, None], out=y)
+        if keep is not None:
+            keep[...] = y
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
         xp = self.xp
         dy = self._view(top[0].diff)
-        dx = self._view(bottom[0].diff)  # may be dy's memory (in-place): read sums first
-        inv_std = self._inv_std[None, :, None]
-        if self.use_global_stats:
-            xp.multiply(dy, inv_std, out=dx)
+        dx = self._view(bottom[0].diff)  # may be dy's memory (in-place)
+        std, y = self._std, self._x_norm
+        if xp is np:
+            batchnorm.backward(dy if y is None else y, dy, std, dx, self.use_global_stats)
             return
-        y = self._x_norm
-        m = float(self._n * self._s)
-        mean_dyy = xp.einsum("ncs,ncs->c", dy, y) / m
-        mean_dy = dy.sum(axis=(0, 2)) / m
-        xp.multiply(y, mean_dyy[None, :, None], out=self._tmp)
-        xp.subtract(dy, mean_dy[None, :, None], out=dx)
-        dx -= self._tmp
-        dx *= inv_std
+        if self.use_global_stats:
+            xp.divide(dy, std[None, :, None], out=dx)
+            return
+        inv_m = dy.dtype.type(1.0 / (self._n * self._s))
+        a = (dy * y).sum(axis=(0, 2), keepdims=True)
+        b = dy.sum(axis=(0, 2), keepdims=True)
+        xp.divide(dy - (y * a + b) * inv_m, std[None, :, None], out=dx)
 
 
 @register_layer("MVN")
@@ -278,28 +296,38 @@ class BiasLayer(Layer):
             top[0].reshape(bottom[0].shape)
 
     def forward(self, bottom, top):
-        outer, dim, inner = self._dims
-        b = self._bias(bottom).data.reshape(1, dim, 1)
-        self.xp.add(bottom[0].data.reshape(outer, dim, inner), b,
-                    out=top[0].data.reshape(outer, dim, inner))
+        dims = self._dims
+        b = self._bias(bottom).data.reshape(-1)
+        x, y = bottom[0].data.reshape(dims), top[0].data.reshape(dims)
+        if self.xp is np:
+            elementwise.affine_forward(x, b, b, y, False, True, False, b.dtype.type(0))
+        else:
+            self.xp.add(x, b.reshape(1, -1, 1), out=y)
 
     def backward(self, top, propagate_down, bottom):
-        outer, dim, inner = self._dims
-        dy = top[0].diff.reshape(outer, dim, inner)
+        dy = top[0].diff.reshape(self._dims)
         if len(bottom) == 1:
             if self.param_propagate_down[0]:
-                self.blobs[0].diff.reshape(dim)[...] += dy.sum(axis=(0, 2))
+                self.blobs[0].diff.reshape(-1)[...] += self._channel_sum(dy)
         elif propagate_down[1]:
-            bottom[1].diff.reshape(dim)[...] = dy.sum(axis=(0, 2))
+            bottom[1].diff.reshape(-1)[...] = self._channel_sum(dy)
         if propagate_down[0] and bottom[0] is not top[0]:
             bottom[0].diff[...] = top[0].diff
+
+    def _channel_sum(self, dy):
+        if self.xp is not np:
+            return dy.sum(axis=(0, 2))
+        out = np.empty(dy.shape[1])
+        elementwise.channel_sum(dy, out)
+        return out.astype(dy.dtype)
 
 
 @register_layer("Scale")
 class ScaleLayer(Layer):
     """Scale: top = bottom[0] * s (+ b with bias_term), s (a learned blob or bottom[1]) broadcast
     like Bias.  bottom_diff = top_diff * s; s_diff = sum(top_diff * bottom[0]) over the broadcast
-    axes; b_diff = sum(top_diff) (param diffs accumulate, bottom[1]'s diff is overwritten)."""
+    axes; b_diff = sum(top_diff) (param diffs accumulate, bottom[1]'s diff is overwritten).
+    Kernels: decaf.kernels.elementwise.affine_forward / scale_backward."""
 
     min_bottom = 1
     max_bottom = 2
@@ -349,45 +377,58 @@ class ScaleLayer(Layer):
         if self.bias_index is not None:
             self._bias_dims = _broadcast_dims(self, bottom[0], self.blobs[self.bias_index].shape,
                                               p.axis, "bias")
-        if top[0] is bottom[0]:
-            if self._temp is None or self._temp.shape != bottom[0].shape \
-                    or self._temp.dtype != bottom[0].dtype:
-                self._temp = self.xp.zeros(bottom[0].shape, bottom[0].dtype)
-        else:
+        if top[0] is not bottom[0]:
             top[0].reshape(bottom[0].shape)
+
+    def _keeps_bottom(self, bottom, top):
+        """An in-place forward keeps its input for the backward (Caffe's temp_), unless the
+        net will never run this layer's backward (set by Net at TEST / deploy time)."""
+        return top[0] is bottom[0] and getattr(self, "needs_backward", True)
 
     def forward(self, bottom, top):
         xp = self.xp
-        outer, dim, inner = self._dims
+        dims = self._dims
         x = bottom[0].data
-        if top[0] is bottom[0]:  # keep the input for backward
+        if self._keeps_bottom(bottom, top):
+            if self._temp is None or self._temp.shape != x.shape or self._temp.dtype != x.dtype:
+                self._temp = self.xp.empty(x.shape, x.dtype)
             self._temp[...] = x
-            x = self._temp
-        s = self._scale(bottom).data.reshape(1, dim, 1)
-        y = top[0].data.reshape(outer, dim, inner)
-        xp.multiply(x.reshape(outer, dim, inner), s, out=y)
+        s = self._scale(bottom).data.reshape(-1)
+        b = s if self.bias_index is None else self.blobs[self.bias_index].data.reshape(-1)
+        x3, y3 = x.reshape(dims), top[0].data.reshape(dims)
+        if xp is np:
+            elementwise.affine_forward(x3, s, b, y3, True, self.bias_index is not None,
+                                       False, s.dtype.type(0))
+            return
+        xp.multiply(x3, s.reshape(1, -1, 1), out=y3)
         if self.bias_index is not None:
-            bo, bd, bi = self._bias_dims
-            y = top[0].data.reshape(bo, bd, bi)
-            y += self.blobs[self.bias_index].data.reshape(1, bd, 1)
+            y3 += b.reshape(1, -1, 1)
 
     def backward(self, top, propagate_down, bottom):
         xp = self.xp
-        outer, dim, inner = self._dims
-        if self.bias_index is not None and self.param_propagate_down[self.bias_index]:
-            bo, bd, bi = self._bias_dims
-            db = top[0].diff.reshape(bo, bd, bi).sum(axis=(0, 2))
-            self.blobs[self.bias_index].diff.reshape(bd)[...] += db
-        dy = top[0].diff.reshape(outer, dim, inner)
+        dims = self._dims
+        dy = top[0].diff.reshape(dims)
         scale = self._scale(bottom)
         learned = len(bottom) == 1
-        if (learned and self.param_propagate_down[0]) or (not learned and propagate_down[1]):
-            x = self._temp if top[0] is bottom[0] else bottom[0].data
-            ds = xp.einsum("osi,osi->s", dy, x.reshape(outer, dim, inner))
+        want_ds = (learned and self.param_propagate_down[0]) or (not learned and propagate_down[1])
+        want_db = self.bias_index is not None and self.param_propagate_down[self.bias_index]
+        x = (self._temp if top[0] is bottom[0] else bottom[0].data).reshape(dims)
+        s = scale.data.reshape(-1)
+        if xp is np:
+            ds, db = np.zeros(dims[1]), np.zeros(dims[1])
+            dx = bottom[0].diff.reshape(dims) if propagate_down[0] else dy
+            elementwise.scale_backward(x, dy, s, ds, db, dx, want_ds, want_db,
+                                       bool(propagate_down[0]))
+            ds, db = ds.astype(dy.dtype), db.astype(dy.dtype)
+        else:
+            ds = xp.einsum("osi,osi->s", dy, x) if want_ds else None
+            db = dy.sum(axis=(0, 2)) if want_db else None
+            if propagate_down[0]:
+                xp.multiply(dy, s.reshape(1, -1, 1), out=bottom[0].diff.reshape(dims))
+        if want_db:
+            self.blobs[self.bias_index].diff.reshape(-1)[...] += db
+        if want_ds:
             if learned:
-                scale.diff.reshape(dim)[...] += ds
+                scale.diff.reshape(-1)[...] += ds
             else:
-                scale.diff.reshape(dim)[...] = ds
-        if propagate_down[0]:
-            xp.multiply(dy, scale.data.reshape(1, dim, 1),
-                        out=bottom[0].diff.reshape(outer, dim, inner))
+                scale.diff.reshape(-1)[...] = ds

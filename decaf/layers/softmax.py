@@ -7,18 +7,25 @@ subtracted before ``exp``.
 """
 import os
 
+import numpy as np
 from google.protobuf.message import DecodeError
 
 from ..blob import blob_to_array
+from ..kernels import softmax as ksoftmax
 from ..layer import Layer, LossLayer, register_layer
 from ._reshape_cache import remember, unchanged
 from .loss import (FLT_MIN, LOG_THRESHOLD, canonical_axis, check_no_label_backward,
                    get_normalizer, ignore_label_of, normalization_mode, read_labels)
 
+_NO_MASK = np.ones((1, 1), bool)     # the kernels' stand-in when no ignore_label is set
+
 
 def softmax_forward(xp, x3, out3, scale):
     """out3 = softmax of x3 (outer x C x inner) over axis 1; ``scale`` is an outer x 1 x inner
-    buffer. ``out3`` may be ``x3`` (in-place)."""
+    buffer (CuPy path). ``out3`` may be ``x3`` (in-place). Kernel: decaf.kernels.softmax."""
+    if xp is np:
+        ksoftmax.forward(x3, out3)
+        return
     xp.max(x3, axis=1, keepdims=True, out=scale)
     xp.subtract(x3, scale, out=out3)
     xp.exp(out3, out=out3)
@@ -26,10 +33,12 @@ def softmax_forward(xp, x3, out3, scale):
     out3 /= scale
 
 
-def softmax_backward(xp, top_data3, top_diff3, bottom_diff3, scale, tmp3):
+def softmax_backward(xp, top_data3, top_diff3, bottom_diff3, scale):
     """bottom_diff = (top_diff - sum_c top_diff * top_data) * top_data (in-place safe)."""
-    xp.multiply(top_diff3, top_data3, out=tmp3)
-    xp.sum(tmp3, axis=1, keepdims=True, out=scale)
+    if xp is np:
+        ksoftmax.backward(top_data3, top_diff3, bottom_diff3)
+        return
+    xp.sum(top_diff3 * top_data3, axis=1, keepdims=True, out=scale)
     xp.subtract(top_diff3, scale, out=bottom_diff3)
     bottom_diff3 *= top_data3
 
@@ -51,7 +60,6 @@ class SoftmaxLayer(Layer):
 
     def setup(self, bottom, top):
         self._scale = self.make_blob((), dtype=bottom[0].dtype)
-        self._tmp = self.make_blob((), dtype=bottom[0].dtype)
 
     def reshape(self, bottom, top):
         if unchanged(self, bottom, top):
@@ -71,9 +79,8 @@ class SoftmaxLayer(Layer):
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0] or not bottom[0].count:
             return
-        self._tmp.reshape(self.dims)
         softmax_backward(self.xp, top[0].data.reshape(self.dims), top[0].diff.reshape(self.dims),
-                         bottom[0].diff.reshape(self.dims), self._scale.data, self._tmp.data)
+                         bottom[0].diff.reshape(self.dims), self._scale.data)
 
 
 class _SoftmaxLossBase(LossLayer):
@@ -135,6 +142,7 @@ class _SoftmaxLossBase(LossLayer):
 class SoftmaxWithLossLayer(_SoftmaxLossBase):
     """SoftmaxWithLoss: p = softmax(x); E = -sum log(max(p_label, FLT_MIN)) / normalizer;
     dx = w (p - onehot(label)) / normalizer, 0 at ignore_label. Optional top[1] = p.
+    Kernels: decaf.kernels.softmax.forward / loss_backward.
     """
 
     def reshape(self, bottom, top):
@@ -152,7 +160,7 @@ class SoftmaxWithLossLayer(_SoftmaxLossBase):
         _, lab, valid = self.softmax_and_labels(bottom)
         idx = self._base + lab * self.dims[2]
         idx = idx.ravel() if valid is None else idx[valid]
-        self._idx, self._valid = idx, valid
+        self._idx, self._valid, self._lab = idx, valid, lab
         p = self._prob.data.reshape(-1)[idx]
         loss = -xp.log(xp.maximum(p, FLT_MIN)).sum()
         self.finish_forward(top, loss, int(idx.size))
@@ -161,6 +169,13 @@ class SoftmaxWithLossLayer(_SoftmaxLossBase):
         check_no_label_backward(self, propagate_down, [1])
         if propagate_down[0]:
             diff = bottom[0].diff
+            if self.xp is np:
+                valid = self._valid
+                scale = diff.dtype.type(float(top[0].diff) / self.normalizer)
+                ksoftmax.loss_backward(self._prob.data.reshape(self.dims), self._lab,
+                                       _NO_MASK if valid is None else valid, valid is not None,
+                                       scale, diff.reshape(self.dims))
+                return
             diff[...] = self._prob.data
             diff.reshape(-1)[self._idx] -= 1
             self.scale_diff(top, diff.reshape(self.dims))

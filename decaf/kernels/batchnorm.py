@@ -1,0 +1,98 @@
+"""BatchNorm's passes over an (N, C, S) view (S = the spatial size), one channel per task.
+
+``channel_stats``     mean[c] = sum x / m, var[c] = sum (x - mean)^2 / m (m = N * S), in one
+                      pass: float64 sums of x - x_0 and its square (shifted data), so
+                      var = E[d^2] - E[d]^2 loses nothing a float32 input can resolve
+``normalize``         y = (x - mean[c]) / std[c] and, when ``keep`` is given, a copy of y
+                      (Caffe's x_norm_, read by the backward); y may be x
+``normalize_affine``  y = ((x - mean[c]) / std[c]) * s[c] + b[c], then ReLU (BatchNorm + Scale
+                      + ReLU of an inference net in one pass, each operation rounded as the
+                      layers round it; decaf.net_fuse)
+``backward``          dx = (dy - (sum(dy * y) * y + sum(dy)) / m) / std[c] (batch statistics),
+                      dx = dy / std[c] (global statistics); dx may be dy
+"""
+import numpy as np
+from numba import njit, prange
+
+from .reduce import row_dot_sum, row_sum_sq
+
+
+@njit(parallel=True, cache=True)
+def channel_stats(x3, mean, var):
+    """mean[c], var[c] (biased: divided by m) of x3[:, c, :], in float64."""
+    n, c_, s = x3.shape
+    m = n * s
+    for c in prange(c_):
+        if m == 0:
+            mean[c] = 0.0
+            var[c] = 0.0
+            continue
+        shift = np.float64(x3[0, c, 0])
+        t = 0.0
+        q = 0.0
+        for i in range(n):
+            a, b = row_sum_sq(x3[i, c], shift)
+            t += a
+            q += b
+        d = t / m
+        mean[c] = shift + d
+        var[c] = max(q / m - d * d, 0.0)
+
+
+@njit(parallel=True, cache=True)
+def normalize(x3, mean, std, y3, keep, has_keep):
+    """y = (x - mean[c]) / std[c] in the arrays' dtype; keep = y when ``has_keep``."""
+    n, c_, s = x3.shape
+    for r in prange(n * c_):
+        i, c = r // c_, r % c_
+        mu, sd = mean[c], std[c]
+        for j in range(s):
+            v = (x3[i, c, j] - mu) / sd
+            y3[i, c, j] = v
+            if has_keep:
+                keep[i, c, j] = v
+
+
+@njit(parallel=True, cache=True)
+def normalize_affine(x3, mean, std, scale, bias, y3, has_scale, has_bias, relu, slope):
+    """v = (x - mean[c]) / std[c], then v * scale[c], + bias[c], ReLU(slope) (each when asked);
+    y = v (y may be x).  The operations of BatchNorm, Scale and ReLU, in their order."""
+    n, c_, s = x3.shape
+    for r in prange(n * c_):
+        i, c = r // c_, r % c_
+        mu, sd, a, b = mean[c], std[c], scale[c], bias[c]
+        for j in range(s):
+            v = (x3[i, c, j] - mu) / sd
+            if has_scale:
+                v = v * a
+            if has_bias:
+                v = v + b
+            if relu and not v > 0:
+                v = v * slope
+            y3[i, c, j] = v
+
+
+@njit(parallel=True, cache=True)
+def backward(y3, dy3, std, dx3, global_stats):
+    """Caffe's BatchNorm backward (see the module docstring); y3 is the kept x_norm."""
+    n, c_, s = dy3.shape
+    m = n * s
+    for c in prange(c_):
+        sd = std[c]
+        if global_stats:
+            for i in range(n):
+                for j in range(s):
+                    dx3[i, c, j] = dy3[i, c, j] / sd
+            continue
+        a = 0.0
+        b = 0.0
+        for i in range(n):
+            p, q = row_dot_sum(dy3[i, c], y3[i, c])
+            a += p
+            b += q
+        a32 = dy3.dtype.type(a)
+        b32 = dy3.dtype.type(b)
+        inv_m = dy3.dtype.type(1.0 / m)
+        for i in range(n):
+            for j in range(s):
+                dx3[i, c, j] = (dy3[i, c, j] - (y3[i, c, j] * a32 + b32) * inv_m) / sd

@@ -1,0 +1,113 @@
+"""Elementwise passes: ReLU (with negative_slope), and the per-channel affine of Scale / Bias.
+
+Arrays are C-contiguous NumPy arrays; the affine kernels see a blob as Caffe's
+(outer, dim, inner) view, the parameter indexed by the middle axis.  Arithmetic is in the
+arrays' own dtype, one rounding per Caffe operation (no fastmath, so no fused multiply-add);
+the parameter-gradient sums accumulate in float64.
+
+``relu_forward``     y = x > 0 ? x : slope * x   (Caffe: max(x, 0) + slope * min(x, 0))
+``relu_backward``    dx = dy * ((x > 0) + slope * (x <= 0))   (0 for a NaN x, as in Caffe)
+``affine_forward``   y = x * s[c] (+ b[c]), optionally followed by the ReLU above (fused)
+``scale_backward``   ds[c] = sum dy * x, db[c] = sum dy, dx = dy * s[c]
+``channel_sum``      sum of dy over outer and inner, per c (Bias's gradient)
+"""
+import numpy as np
+from numba import njit, prange
+
+from .reduce import row_dot_sum, row_sum
+
+#: elements per parallel task of the flat kernels (one task per block keeps prange cheap)
+BLOCK = 1 << 14
+
+
+@njit(parallel=True, cache=True)
+def relu_forward(x, y, slope):
+    """y = x if x > 0 else slope * x, over flat arrays (y may be x)."""
+    n = x.size
+    for b in prange((n + BLOCK - 1) // BLOCK):
+        for i in range(b * BLOCK, min(n, (b + 1) * BLOCK)):
+            v = x[i]
+            y[i] = v if v > 0 else v * slope
+
+
+@njit(parallel=True, cache=True)
+def relu_backward(x, dy, dx, slope):
+    """dx = dy * ((x > 0) + slope * (x <= 0)) over flat arrays (dx may be dy)."""
+    n = x.size
+    zero, one = dy.dtype.type(0), dy.dtype.type(1)
+    for b in prange((n + BLOCK - 1) // BLOCK):
+        for i in range(b * BLOCK, min(n, (b + 1) * BLOCK)):
+            v = x[i]
+            # two plain selects (LLVM vectorizes them; a nested one became a branch per value,
+            # 15x slower); NaN: both 0, as Caffe's (x > 0) + slope * (x <= 0)
+            p = one if v > 0 else zero
+            q = slope if v <= 0 else zero
+            dx[i] = dy[i] * (p + q)
+
+
+@njit(parallel=True, cache=True)
+def affine_forward(x3, s, b, y3, has_scale, has_bias, relu, slope):
+    """y = x * s[c] (if has_scale) + b[c] (if has_bias), then ReLU(slope) if ``relu``;
+    x3, y3 are (outer, dim, inner); y3 may be x3."""
+    outer, dim, inner = x3.shape
+    for r in prange(outer * dim):
+        o, c = r // dim, r % dim
+        sc, bc = s[c], b[c]
+        for i in range(inner):
+            v = x3[o, c, i]
+            if has_scale:
+                v = v * sc
+            if has_bias:
+                v = v + bc
+            if relu and not v > 0:
+                v = v * slope
+            y3[o, c, i] = v
+
+
+@njit(parallel=True, cache=True)
+def scale_backward(x3, dy3, s, ds, db, dx3, want_ds, want_db, want_dx):
+    """Per channel c: ds[c] = sum dy * x, db[c] = sum dy (float64 sums, written, not added);
+    dx = dy * s[c].  dx3 may be dy3 (a channel's sums are taken before its dx is written)."""
+    outer, dim, inner = dy3.shape
+    for c in prange(dim):
+        a = 0.0
+        t = 0.0
+        for o in range(outer):
+            if want_ds:
+                p, q = row_dot_sum(dy3[o, c], x3[o, c])
+                a += p
+                t += q
+            elif want_db:
+                t += row_sum(dy3[o, c])
+        if want_dx:
+            sc = s[c]
+            for o in range(outer):
+                for i in range(inner):
+                    dx3[o, c, i] = dy3[o, c, i] * sc
+        if want_ds:
+            ds[c] = a
+        if want_db:
+            db[c] = t
+
+
+@njit(parallel=True, cache=True)
+def channel_sum(dy3, out):
+    """out[c] = sum over (outer, inner) of dy3[:, c, :], accumulated in float64."""
+    outer, dim, inner = dy3.shape
+    for c in prange(dim):
+        t = 0.0
+        for o in range(outer):
+            t += row_sum(dy3[o, c])
+        out[c] = t
+
+
+def view3(arr, dims):
+    """``arr`` as the contiguous (outer, dim, inner) array the kernels take."""
+    return arr.reshape(dims)
+
+
+def as_vector(arr, dim, dtype):
+    """A contiguous length-``dim`` parameter vector (a dummy one when ``arr`` is None)."""
+    if arr is None:
+        return np.zeros(max(dim, 1), dtype)
+    return np.ascontiguousarray(arr.reshape(-1))

@@ -1,0 +1,114 @@
+"""Inference fusion: runs of in-place layers computed in one pass, with Caffe's numbers.
+
+A chain is a head layer followed, in the net's order, by layers that work in place on the
+head's top blob:
+
+    BatchNorm (use_global_stats) [-> Scale] [-> ReLU]     decaf.kernels.batchnorm.normalize_affine
+    Scale                        -> ReLU                 decaf.kernels.elementwise.affine_forward
+    Eltwise SUM                  -> ReLU                 decaf.kernels.eltwise (ReLU in the last pass)
+
+The fused pass performs the same floating-point operations in the same order as the layers
+one after the other, so every value is bit-identical; the intermediate values are not
+observable either, since the followers overwrite the head's top in place.  A chain is fused
+only when none of its layers will ever run a backward (``needs_backward`` False: a TEST-phase
+or deploy net, no force_backward), on the CPU, and only when a forward covers the whole chain
+(``forward(end=...)`` inside a chain runs the layers one by one).
+
+Opt out per net with ``net.fuse_inference = False``, or for the process with DECAF_FUSE=0.
+"""
+import os
+
+import numpy as np
+
+from .kernels import batchnorm, eltwise, elementwise
+
+
+def enabled_by_default():
+    return os.environ.get("DECAF_FUSE", "1").strip() not in ("0", "false", "no", "off")
+
+
+def _inplace_on(net, j, blob):
+    """Layer j works in place on ``blob`` (its only bottom and top)."""
+    return (len(net.bottom_vecs[j]) == 1 and len(net.top_vecs[j]) == 1 and
+            net.bottom_vecs[j][0] is blob and net.top_vecs[j][0] is blob)
+
+
+def _follower(net, j, blob, kind):
+    if j >= len(net.layers) or net.layers[j].type != kind or net.layer_need_backward[j]:
+        return False
+    return _inplace_on(net, j, blob)
+
+
+def _head_ok(net, i):
+    layer = net.layers[i]
+    if net.layer_need_backward[i] or layer.xp is not np or len(net.top_vecs[i]) != 1:
+        return False
+    if layer.type == "BatchNorm":
+        return layer.use_global_stats
+    if layer.type == "Scale":
+        return len(net.bottom_vecs[i]) == 1
+    if layer.type == "Eltwise":
+        return layer.op == layer.SUM
+    return False
+
+
+def plan(net):
+    """{head index: last index of its chain} for every chain of two or more layers."""
+    chains = {}
+    i = 0
+    while i < len(net.layers):
+        if not _head_ok(net, i):
+            i += 1
+            continue
+        top, j = net.top_vecs[i][0], i + 1
+        if net.layers[i].type == "BatchNorm" and _follower(net, j, top, "Scale") and \
+                _head_ok(net, j):
+            j += 1
+        if _follower(net, j, top, "ReLU"):
+            j += 1
+        if j - 1 > i:
+            chains[i] = j - 1
+        i = j
+    return chains
+
+
+def run(net, i, last):
+    """Forward of layers i..last (a chain of ``plan``) in one pass; False (nothing run but
+    the reshapes) when the shapes do not allow it."""
+    for k in range(i, last + 1):
+        net.layers[k].reshape(net.bottom_vecs[k], net.top_vecs[k])
+    layers = net.layers[i:last + 1]
+    head, bottom, top = layers[0], net.bottom_vecs[i], net.top_vecs[i][0]
+    scale = next((l for l in layers[1:] if l.type == "Scale"), None)
+    relu = next((l for l in layers[1:] if l.type == "ReLU"), None)
+    dt = top.dtype.type
+    slope = dt(relu.slope if relu is not None else 0.0)
+    if head.type == "BatchNorm":
+        if scale is not None and scale._dims != (head._n, head.channels, head._s):
+            return False                         # not a per-channel Scale: layer by layer
+        x, y = head._view(bottom[0].data), head._view(top.data)
+        mean = head.statistics(x)
+        s, b = _scale_bias(scale, head._std)
+        batchnorm.normalize_affine(x, mean, head._std, s, b, y, scale is not None,
+                                   scale is not None and scale.bias_index is not None,
+                                   relu is not None, slope)
+    elif head.type == "Scale":
+        s, b = _scale_bias(head, None)
+        dims = head._dims
+        elementwise.affine_forward(bottom[0].data.reshape(dims), s, b, top.data.reshape(dims),
+                                   True, head.bias_index is not None, True, slope)
+    else:
+        flat, c, y = [v.data.reshape(-1) for v in bottom], head.coeffs, top.data.reshape(-1)
+        eltwise.sum2(flat[0], dt(c[0]), flat[1], dt(c[1]), y, len(flat) == 2, slope)
+        for k, (v, ck) in enumerate(zip(flat[2:], c[2:]), 3):
+            eltwise.sum_add(y, v, dt(ck), k == len(flat), slope)
+    return True
+
+
+def _scale_bias(scale, fallback):
+    """The Scale layer's (scale, bias) vectors; ``fallback`` stands in for missing ones."""
+    if scale is None:
+        return fallback, fallback
+    s = scale.blobs[0].data.reshape(-1)
+    b = s if scale.bias_index is None else scale.blobs[scale.bias_index].data.reshape(-1)
+    return s, b

@@ -1,0 +1,101 @@
+"""Inference path: fused in-place chains (decaf/net_fuse.py) and lazily allocated diffs."""
+import numpy as np
+import pytest
+from google.protobuf import text_format
+
+import decaf
+from decaf.proto import caffe_pb2
+
+DEPLOY = """
+name: "fuse"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 6 dim: 5 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" }
+layer { name: "sc" type: "Scale" bottom: "conv" top: "conv" scale_param { bias_term: true } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" relu_param { negative_slope: %s } }
+layer { name: "conv2" type: "Convolution" bottom: "conv" top: "conv2"
+  convolution_param { num_output: 4 kernel_size: 1 weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "bn2" type: "BatchNorm" bottom: "conv2" top: "bn2" }
+layer { name: "relu2" type: "ReLU" bottom: "bn2" top: "bn2" }
+layer { name: "sum" type: "Eltwise" bottom: "conv" bottom: "bn2" bottom: "conv2" top: "sum"
+  eltwise_param { coeff: 1 coeff: -0.5 coeff: 2 } }
+layer { name: "relu3" type: "ReLU" bottom: "sum" top: "sum" }
+layer { name: "sc2" type: "Scale" bottom: "sum" top: "sum" scale_param { bias_term: false } }
+layer { name: "relu4" type: "ReLU" bottom: "sum" top: "sum" }
+layer { name: "prob" type: "Softmax" bottom: "sum" top: "prob" }
+"""
+
+
+def _net(slope="0", force_backward=False, phase=caffe_pb2.TEST):
+    p = caffe_pb2.NetParameter()
+    text_format.Merge(DEPLOY % slope, p)
+    p.force_backward = force_backward
+    net = decaf.Net(p, phase)
+    rs = np.random.RandomState(0)
+    for layer in net.layers:
+        for b in layer.blobs:
+            b.data[...] = rs.rand(*b.shape) + 0.5
+    net.blobs["data"].data[...] = rs.randn(*net.blobs["data"].shape)
+    net.blobs["data"].data.flat[:3] = [np.nan, np.inf, -np.inf]
+    return net
+
+
+def _chains(net):
+    return {net.layer_names[i]: net.layer_names[j] for i, j in net._fusion_plan().items()}
+
+
+@pytest.mark.parametrize("slope", ["0", "0.25"])
+def test_fused_chains_are_bit_identical(slope):
+    fused, plain = _net(slope), _net(slope)
+    plain.fuse_inference = False
+    assert _chains(fused) == {"bn": "relu", "bn2": "relu2", "sum": "relu3", "sc2": "relu4"}
+    out_f, out_p = fused.forward(), plain.forward()
+    np.testing.assert_array_equal(out_f["prob"], out_p["prob"])
+    for name in fused.blobs:
+        np.testing.assert_array_equal(fused.blobs[name].data, plain.blobs[name].data)
+
+
+def test_partial_forward_runs_layer_by_layer():
+    fused, plain = _net(), _net()
+    plain.fuse_inference = False
+    fused.forward(end="sc")            # ends inside the bn -> sc -> relu chain
+    plain.forward(end="sc")
+    np.testing.assert_array_equal(fused.blobs["conv"].data, plain.blobs["conv"].data)
+    assert (fused.blobs["conv"].data < 0).any()      # the ReLU did not run
+
+
+def test_no_fusion_when_backward_may_run():
+    assert _chains(_net(force_backward=True)) == {}
+    # TRAIN: BatchNorm uses batch statistics (no head); this net has no loss, so nothing
+    # else runs a backward and the other chains still fuse
+    assert _chains(_net(phase=caffe_pb2.TRAIN)) == {"sc": "relu", "sum": "relu3", "sc2": "relu4"}
+
+
+def test_deploy_forward_allocates_no_diff_and_diff_still_works():
+    net = _net()
+    net.forward()
+    assert not any(b.has_diff for b in net.blobs.values())
+    assert not any(b.has_diff for layer in net.layers for b in layer.blobs)
+    d = net.blobs["prob"].diff
+    assert d.shape == net.blobs["prob"].shape and not d.any()
+    net.blobs["prob"].diff[...] = 1.0
+    assert net.blobs["prob"].diff.sum() == d.size
+
+
+def test_scale_in_place_keeps_no_copy_without_backward():
+    net = _net()
+    net.forward()
+    assert net.layers[net.layer_index["sc"]]._temp is None
+
+
+def test_share_diff_links_before_allocation():
+    a, b = decaf.Blob((2, 3)), decaf.Blob((6,))
+    b.share_diff(a)
+    assert a._diff is None and b._diff is None
+    b.diff[...] = np.arange(6)
+    np.testing.assert_array_equal(a.diff.ravel(), np.arange(6))
+    c, d = decaf.Blob((4,)), decaf.Blob((4,))
+    d.share_diff(c)
+    c.diff[...] = 7                          # the owner first
+    np.testing.assert_array_equal(d.diff, [7, 7, 7, 7])
