@@ -28,8 +28,7 @@ def cpu_count():
         return max(1, os.cpu_count() or 1)
 
 
-def default_threads():
-    """The thread count from the environment (see the module docstring)."""
+def _from_environment():
     for var in _VARS:
         try:
             n = int(os.environ.get(var, "").strip() or 0)
@@ -40,9 +39,18 @@ def default_threads():
     return cpu_count()
 
 
+def default_threads():
+    """The thread count from the environment as it was when decaf started (see above)."""
+    if "default" not in _STATE:
+        _STATE["default"] = _from_environment()
+    return _STATE["default"]
+
+
 def _prepare_numba():
-    """Environment Numba reads at its first import: pool size and threading layer."""
-    os.environ.setdefault("NUMBA_NUM_THREADS", str(max(cpu_count(), default_threads())))
+    """Environment Numba reads at its first import: pool size and threading layer (read the
+    user's count first: NUMBA_NUM_THREADS set here is the pool's size, not the policy)."""
+    count = default_threads()
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(max(cpu_count(), count)))
     os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 
 

@@ -111,8 +111,15 @@ CONV_CASES = [
 ]
 
 
+@pytest.fixture(params=[True, False], ids=["compiled", "arrays"])
+def compiled(request, monkeypatch):
+    """Both paths: the compiled kernels and the strided-view arrays CuPy runs (here on NumPy)."""
+    monkeypatch.setattr(conv_mod, "COMPILED", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("params,shape,num_output", CONV_CASES)
-def test_conv_gradient(params, shape, num_output):
+def test_conv_gradient(params, shape, num_output, compiled):
     check_gradient(conv_spec(params, num_output), [rand(*shape)])
 
 
@@ -135,8 +142,10 @@ def geometry_of(params, nd):
     return conv_mod.parse_geometry(_L(), lp.convolution_param, nd)
 
 
-@pytest.mark.parametrize("params,shape,num_output", CONV_CASES[:10])
-def test_conv_forward_formula(params, shape, num_output):
+@pytest.mark.parametrize("params,shape,num_output", CONV_CASES[:10] + [
+    ("kernel_size: 3 group: 4 pad: 2 stride: 2 dilation: 2", (2, 4, 7, 6), 8),  # depthwise
+    ("kernel_h: 1 kernel_w: 3 group: 3 stride_h: 3 stride_w: 1", (1, 3, 7, 5), 3)])
+def test_conv_forward_formula(params, shape, num_output, compiled):
     x = rand(*shape)
     layer, (y,) = forward(conv_spec(params, num_output), [x])
     kernel, stride, pad, dil = geometry_of(params, len(shape) - 2)
@@ -267,12 +276,12 @@ DECONV_CASES = [
 
 
 @pytest.mark.parametrize("params,shape,num_output", DECONV_CASES)
-def test_deconv_gradient(params, shape, num_output):
+def test_deconv_gradient(params, shape, num_output, compiled):
     check_gradient(conv_spec(params, num_output, "Deconvolution"), [rand(*shape)])
 
 
 @pytest.mark.parametrize("params,shape,num_output", DECONV_CASES)
-def test_deconv_forward_formula(params, shape, num_output):
+def test_deconv_forward_formula(params, shape, num_output, compiled):
     x = rand(*shape)
     layer, (y,) = forward(conv_spec(params, num_output, "Deconvolution"), [x])
     kernel, stride, pad, dil = geometry_of(params, len(shape) - 2)
