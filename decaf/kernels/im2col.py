@@ -15,6 +15,8 @@ import itertools
 
 import numpy as np
 
+from . import cblas
+
 
 
 def _trunc_div(a, b):
@@ -196,6 +198,250 @@ def col2im(cols, image_shape, kernel, stride=None, pad=None, dilation=None):
 def _xp_of(a):
     from ..backend import get_array_module
     return get_array_module(a)
+
+
+class RowIm2Col:
+    """Width-only im2col for 2-D convolution: one GEMM per output row, no full column buffer.
+
+    For a chunk of ``nb`` images (n, C, H, W) and kernel (kh, kw), stride (sh, sw), pad (ph, pw),
+    the buffer ``z`` holds, for the Hu = (oh-1)*sh + kh padded rows that windows read,
+
+        z[g, h, c, j, q] = x[n, g*C/group + c, h - ph, ox*sw + j - pw]   (0 outside the image)
+
+    where the column q stands for (n, ox) (``batch_inner=False``: q = n*ow + ox) or (ox, n)
+    (``batch_inner=True``: q = ox*nb + n).  The rows h .. h+kh of z are one contiguous block, so
+    the columns of output row ``oy`` are the (kh*C/group*kw) x (nb*ow) matrix
+    ``z[g, oy*sh : oy*sh + kh]`` (rows ordered (i, c, j)): a strided *view* per output row,
+    handed to BLAS directly.  z is kw times the input, not kh*kw times as a full column buffer.
+
+    Layouts: with ox innermost, building z copies runs of ow values straight from x; with the
+    batch innermost the image is first transposed to (C, H, W, n) (one pass), after which every
+    copy and fold moves runs of ow*nb values.  The GEMM results (oh, M, q) go back to the
+    (n, M, oh, ow) blobs with runs of ow, or of single values for batch_inner.  Which is cheaper
+    depends on the sizes (the engine picks).
+    """
+
+    def __init__(self, channels, spatial, kernel, stride, pad, group, nb, dtype, xp=np,
+                 out_spatial=None, batch_inner=False, bias_row=False):
+        self.channels, self.group = int(channels), int(group)
+        self.cg = self.channels // self.group
+        (self.h, self.w), (self.kh, self.kw) = tuple(spatial), tuple(kernel)
+        (self.sh, self.sw), (self.ph, self.pw) = tuple(stride), tuple(pad)
+        if out_spatial is None:
+            out_spatial = conv_output_shape(spatial, kernel, stride, pad, (1, 1))
+        self.oh, self.ow = out_spatial
+        self.hu = (self.oh - 1) * self.sh + self.kh
+        # bias_row: every padded row h of z ends with a row of ones, so that each column matrix
+        # Z[oy] carries kh ones rows: a GEMM then adds the bias (its weight column) and sums
+        # the top diff (db) along with the products, with no pass of its own
+        self.bias_row = bool(bias_row)
+        self.rk = self.cg * self.kw + self.bias_row      # rows of z per padded row h
+        self.k = self.kh * self.rk
+        self._ones_for = None
+        self.nb, self.xp, self.dtype = int(nb), xp, np.dtype(dtype)
+        self.batch_inner = bool(batch_inner)
+        # padded rows [r0, r1) of z hold image rows [r0 - ph, r1 - ph)
+        self.r0, self.r1 = min(self.ph, self.hu), min(self.ph + self.h, self.hu)
+        # per kernel column j: the output columns [lo, hi) that read inside the image, and the
+        # image column read by output column lo
+        self.cols = []
+        for j in range(self.kw):
+            lo = max(0, -((j - self.pw) // self.sw))
+            hi = min(self.ow, (self.w - 1 + self.pw - j) // self.sw + 1)
+            if hi > lo and self.r1 > self.r0:
+                self.cols.append((j, lo, hi, lo * self.sw + j - self.pw))
+        # batch_inner: the zero-bordered image (C, Hz, Wz, nb), its interior rewritten per chunk
+        self.wz = max(self.w + self.pw, (self.ow - 1) * self.sw + self.kw)
+        self.hz = max(self.h + self.ph, self.hu)
+        self._z = self._z_nb = None
+        self._img = self._img_nb = None
+
+    def per_image(self):
+        """Elements of ``z`` per image."""
+        return self.group * self.hu * self.rk * self.ow
+
+    def shape(self, nb):
+        """The shape of ``z`` for ``nb`` images: (G, Hu, Cg, kw, ...), or (G, Hu, Cg*kw + 1,
+        ...) with ``bias_row`` (then ``data`` is the (G, Hu, Cg, kw, ...) part)."""
+        last = (self.ow, nb) if self.batch_inner else (nb, self.ow)
+        if self.bias_row:
+            return (self.group, self.hu, self.rk) + last
+        return (self.group, self.hu, self.cg, self.kw) + last
+
+    def data(self, z):
+        """The image rows of ``z`` (without the ones rows), as (G, Hu, Cg, kw, ...)."""
+        if not self.bias_row:
+            return z
+        part = z[:, :, :self.rk - 1]
+        return part.reshape(part.shape[:2] + (self.cg, self.kw) + part.shape[3:])
+
+    def _grow(self, attr, nb, per_image):
+        """A flat buffer with room for ``nb`` images; cleared whenever ``nb`` changes (the zero
+        border cells sit elsewhere then)."""
+        buf, have = getattr(self, attr), getattr(self, attr + "_nb")
+        size = per_image * nb
+        if buf is None or buf.size < size:
+            buf = self.xp.zeros(per_image * max(nb, self.nb), dtype=self.dtype)
+            setattr(self, attr, buf)
+            have = None
+        if have != nb:
+            buf[:size] = 0
+            setattr(self, attr + "_nb", nb)
+        return buf[:size]
+
+    def buffer(self, nb):
+        """The column buffer for ``nb`` images; its zero cells (and ones rows) are kept
+        between builds."""
+        z = self._grow("_z", nb, self.per_image()).reshape(self.shape(nb))
+        if self.bias_row and self._ones_for != (id(self._z), nb):
+            z[:, :, -1] = 1
+            self._ones_for = (id(self._z), nb)
+        return z
+
+    def _image(self, nb):
+        """batch_inner: the zero-bordered transposed image (C, Hz, Wz, nb)."""
+        flat = self._grow("_img", nb, self.channels * self.hz * self.wz)
+        return flat.reshape(self.channels, self.hz, self.wz, nb)
+
+    def _interior(self, img):
+        return img[:, self.ph:self.ph + self.h, self.pw:self.pw + self.w]
+
+    def _image_view(self, img, j, lo, hi, w0):
+        """img[:, :, rows, cols of kernel column j] as (group, rows, C/group, nb, cols)."""
+        nb = img.shape[0]
+        v = img[:, :, self.r0 - self.ph:self.r1 - self.ph,
+                w0:w0 + self.sw * (hi - lo - 1) + 1:self.sw]
+        return v.reshape(nb, self.group, self.cg, self.r1 - self.r0, hi - lo) \
+            .transpose(1, 3, 2, 0, 4)
+
+    def _columns(self, img, j):
+        """batch_inner: padded image columns of kernel column j, as (G, Hu, Cg, ow, nb)."""
+        nb = img.shape[3]
+        v = img[:, :self.hu, j:j + self.sw * (self.ow - 1) + 1:self.sw]
+        return v.reshape(self.group, self.cg, self.hu, self.ow, nb).transpose(0, 2, 1, 3, 4)
+
+    def build(self, x):
+        """Fill the buffer from ``x`` (nb, C, H, W); return it."""
+        nb = x.shape[0]
+        full = self.buffer(nb)
+        z = self.data(full)
+        if self.batch_inner:
+            # the image transposed once to (C, H, W, nb); each kernel column then copies runs
+            # of (columns * nb) values into the cells of z that read inside the image (the
+            # others stay zero from the buffer's creation)
+            xt = self.transposed(x)
+            for j, lo, hi, w0 in self.cols:
+                v = xt[:, self.r0 - self.ph:self.r1 - self.ph,
+                       w0:w0 + self.sw * (hi - lo - 1) + 1:self.sw]
+                z[:, self.r0:self.r1, :, j, lo:hi] = v.reshape(
+                    (self.group, self.cg) + v.shape[1:]).transpose(0, 2, 1, 3, 4)
+            return full
+        for j, lo, hi, w0 in self.cols:
+            z[:, self.r0:self.r1, :, j, :, lo:hi] = self._image_view(x, j, lo, hi, w0)
+        return full
+
+    def fold(self, dz, dx):
+        """The adjoint of ``build``: overwrite ``dx`` (nb, C, H, W) with the sums of ``dz``."""
+        xp = self.xp
+        dz = self.data(dz)
+        if self.batch_inner:
+            nb = dx.shape[0]
+            size = self.channels * self.hz * self.wz * nb
+            img = self._fold_buffer(size).reshape(self.channels, self.hz, self.wz, nb)
+            img[...] = 0
+            for j in range(self.kw):
+                dst = self._columns(img, j)
+                xp.add(dst, dz[:, :, :, j], out=dst)
+            self.untransposed(self._interior(img), dx)
+            return dx
+        dx[...] = 0
+        for j, lo, hi, w0 in self.cols:
+            dst = self._image_view(dx, j, lo, hi, w0)
+            xp.add(dst, dz[:, self.r0:self.r1, :, j, :, lo:hi], out=dst)
+        return dx
+
+    def transposed(self, x):
+        """x (nb, C, H, W) as (C, H, W, nb), contiguous (scratch of this plan): one 2-D
+        transpose, by OpenBLAS's omatcopy for NumPy arrays (decaf.kernels.cblas)."""
+        nb = x.shape[0]
+        flat = x.reshape(nb, -1)
+        out = self._scratch("_xt", flat.size).reshape(flat.shape[1], nb)
+        if self.xp is np:
+
+            cblas.transpose(flat, out)
+        else:
+            out[...] = flat.T
+        return out.reshape(x.shape[1:] + (nb,))
+
+    def untransposed(self, src, dx):
+        """dx (nb, C, H, W) = src (C, H, W, nb), the inverse of ``transposed``."""
+        nb = dx.shape[0]
+        if self.xp is np and dx.flags.c_contiguous:
+
+            t = self._scratch("_xt", src.size).reshape(src.shape)
+            t[...] = src
+            cblas.transpose(t.reshape(-1, nb), dx.reshape(nb, -1))
+        else:
+            dx[...] = src.transpose(3, 0, 1, 2)
+        return dx
+
+    def _scratch(self, attr, size):
+        buf = getattr(self, attr, None)
+        if buf is None or buf.size < size:
+            buf = self.xp.empty(size, dtype=self.dtype)
+            setattr(self, attr, buf)
+        return buf[:size]
+
+    def _fold_buffer(self, size):
+        buf = getattr(self, "_fold", None)
+        if buf is None or buf.size < size:
+            buf = self._fold = self.xp.empty(size, dtype=self.dtype)
+        return buf[:size]
+
+    def to_image_order(self, y3, out, bias=None):
+        """out (nb, M, oh, ow) = GEMM result y3 (oh, M, q) reordered (+ bias per channel).
+
+        The bias is added to y3 first, where each channel is one contiguous run per output row
+        (a broadcast inside a transposing copy is several times slower than a plain copy)."""
+        nb = out.shape[0]
+        m = y3.shape[1]
+        if bias is not None:
+            y3 += bias.reshape(1, m, 1)
+        if self.batch_inner:
+            out[...] = y3.reshape(self.oh, m, self.ow, nb).transpose(3, 1, 0, 2)
+        else:
+            out[...] = y3.reshape(self.oh, m, nb, self.ow).transpose(2, 1, 0, 3)
+
+    def to_row_order(self, y, y3):
+        """y3 (oh, M, q) = y (nb, M, oh, ow) reordered (the inverse of ``to_image_order``)."""
+        nb, m = y.shape[:2]
+        if self.batch_inner:
+            y3.reshape(self.oh, m, self.ow, nb)[...] = y.transpose(2, 1, 3, 0)
+        else:
+            y3.reshape(self.oh, m, nb, self.ow)[...] = y.transpose(2, 1, 0, 3)
+
+    def row_views(self, z, g):
+        """(oh, K, nb*ow) strided view: entry oy is the column matrix of output row oy."""
+        zg = z[g]
+        q = z.shape[-2] * z.shape[-1]
+        it = zg.itemsize
+        shape = (self.oh, self.k, q)
+        strides = (self.sh * self.rk * q * it, q * it, it)
+        return _as_strided(self.xp, zg, shape, strides)
+
+    def row_block(self, dz, g, oy):
+        """The contiguous (K, nb*ow) block of ``dz`` that output row ``oy`` reads."""
+        q = dz.shape[-2] * dz.shape[-1]
+        return dz[g, oy * self.sh:oy * self.sh + self.kh].reshape(self.k, q)
+
+    def image_views(self, z, g):
+        """(oh, nb, K, ow) strided view (``batch_inner=False``): entry [oy, n] is the column
+        matrix of output row oy of image n, the columns n*ow .. n*ow + ow of row_views[oy]."""
+        rv = self.row_views(z, g)
+        nb, it = z.shape[-2], z.itemsize
+        shape = (self.oh, nb, self.k, self.ow)
+        strides = (rv.strides[0], self.ow * it, rv.strides[1], it)
+        return _as_strided(self.xp, z[g], shape, strides)
 
 
 class CompiledIm2Col:

@@ -11,13 +11,14 @@ the column buffer about cache-sized) and group g:
 im2col / col2im and the moves between the GEMM layout (M, n*oh*ow) and the NCHW blobs (with the
 bias and its gradient on the way) are compiled loops for 2-D NumPy arrays (decaf.kernels.conv),
 strided views otherwise (decaf.kernels.im2col, e.g. CuPy or N-D); the GEMMs are BLAS.
-Convolutions with one input channel per group (depthwise) run as a direct compiled loop.
+Convolutions with one input channel per group (depthwise) run as a direct compiled loop; other
+2-D convolutions with dilation 1 through the row-GEMM engine (decaf.kernels.rowconv: the same
+sums, ordered for BLAS), which is still faster on NumPy.
 """
-import threading
-
 import numpy as np
 
 from ..kernels import conv as kernels
+from ..kernels.rowconv import RowConv, scratch
 from ..kernels.blas import gemm_accumulate
 from ..filler import fill
 from ..kernels.im2col import CompiledIm2Col, Im2Col, conv_output_shape, deconv_output_shape
@@ -30,23 +31,9 @@ from ..errors import ShapeMismatchError
 COL_BUFFER_ELEMENTS = 1 << 20
 # 2-D NumPy convolutions through the compiled kernels (False: the strided-view path CuPy runs)
 COMPILED = True
-
-# Column and GEMM scratch arrays live only within one forward/backward call, so all layers of a
-# thread share them (as one workspace), instead of each layer keeping its own.
-_WORKSPACE = threading.local()
-
-
-def scratch(xp, dtype, name, size):
-    """A shared per-thread scratch array of ``size`` elements (contents undefined)."""
-    store = getattr(_WORKSPACE, "bufs", None)
-    if store is None:
-        store = _WORKSPACE.bufs = {}
-    key = (xp.__name__, np.dtype(dtype).str, name)
-    buf = store.get(key)
-    if buf is None or buf.size < size:
-        buf = store[key] = xp.empty(int(size), dtype=dtype)
-    return buf[:size]
-
+# 2-D convolutions with dilation 1 through the row-GEMM engine (decaf.kernels.rowconv), which
+# still beats the plain im2col + GEMM on NumPy (benchmarks/NOTES.md, section 7)
+ROW_GEMM = True
 
 def _axis_values(layer, cp, field, hw, num_spatial, default):
     """Caffe's rule for one geometric field: the _h/_w pair, or the repeated field (0/1/n)."""
@@ -343,6 +330,9 @@ class ConvolutionLayer(BaseConvolutionLayer):
         if (COMPILED and self.xp is np and len(in_spatial) == 2 and self.group > 1
                 and self.group == self.channels):
             return _DepthwiseConv(dtype, self.geometry)
+        if ROW_GEMM and len(in_spatial) == 2 and self.geometry[3] == (1, 1):
+            return RowConv(self.xp, dtype, self.num, self.channels, in_spatial,
+                           self.num_output, self.geometry, self.group, out_spatial)
         return _GemmConv(self.xp, dtype, self.num, (self.channels,) + tuple(in_spatial),
                          self.num_output, self.geometry, self.group, out_spatial)
 

@@ -7,6 +7,7 @@ import pytest
 
 from decaf.blob import Blob
 from decaf.errors import LayerSetupError
+from decaf.kernels import rowconv
 from decaf.layers import conv as conv_mod
 from decaf.testing import golden
 from decaf.testing.gradient_check import build_layer, check_gradient, forward, make_layer_param
@@ -111,10 +112,12 @@ CONV_CASES = [
 ]
 
 
-@pytest.fixture(params=[True, False], ids=["compiled", "arrays"])
+@pytest.fixture(params=["rows", "compiled", "arrays"])
 def compiled(request, monkeypatch):
-    """Both paths: the compiled kernels and the strided-view arrays CuPy runs (here on NumPy)."""
-    monkeypatch.setattr(conv_mod, "COMPILED", request.param)
+    """Every engine: the row-GEMM one, im2col + GEMM on the compiled kernels, and on the
+    strided-view arrays CuPy runs (here on NumPy)."""
+    monkeypatch.setattr(conv_mod, "ROW_GEMM", request.param == "rows")
+    monkeypatch.setattr(conv_mod, "COMPILED", request.param != "arrays")
     return request.param
 
 
@@ -177,11 +180,12 @@ def run_fwd_bwd(spec, x, dy_seed=5, propagate_down=True, params=None):
 
 
 @pytest.mark.parametrize("kind", ["Convolution", "Deconvolution"])
-def test_batch_chunking_gives_the_same_numbers(monkeypatch, kind):
+def test_batch_chunking_gives_the_same_numbers(monkeypatch, kind, compiled):
     spec = conv_spec("kernel_size: 3 pad: 1 stride: 2 group: 2", 4, kind)
     x = rand(5, 4, 5, 4)
     whole = run_fwd_bwd(spec, x)
     monkeypatch.setattr(conv_mod, "COL_BUFFER_ELEMENTS", 100)   # forces chunks of 1 image
+    monkeypatch.setattr(rowconv, "COL_BUFFER_ELEMENTS", 100)
     chunked = run_fwd_bwd(spec, x, params=whole[3])
     for a, b in zip([whole[0], whole[1]] + whole[2], [chunked[0], chunked[1]] + chunked[2]):
         np.testing.assert_allclose(a, b, atol=1e-12)
