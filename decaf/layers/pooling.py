@@ -14,6 +14,7 @@ from ..blob import Blob
 from ..errors import LayerSetupError
 from ..layer import Layer, register_layer
 from ..kernels import pooling as kernels
+from .center_loss import scatter_add
 from ._reshape_cache import remember, unchanged
 from .. import backend
 
@@ -315,7 +316,7 @@ class PoolingLayer(Layer):
         hit = self.mask >= 0
         flat = bd.reshape(-1)
         flat[...] = 0
-        xp.add.at(flat, (self.mask + planes)[hit], td[hit])
+        scatter_add(xp, flat, (self.mask + planes)[hit], td[hit])
 
     def _backward_ave(self, td, bd):
         win = self.win
