@@ -133,10 +133,13 @@ def test_cblas_env_switch_disables_binding(monkeypatch):
     ({"NUMBA_NUM_THREADS": "5", "OPENBLAS_NUM_THREADS": "7"}, 5),
     ({"OPENBLAS_NUM_THREADS": "7"}, 7),
     ({"OMP_NUM_THREADS": "junk"}, None),                 # not a count: all CPUs
+    # the pool size an importing parent process set is not a count
+    ({"NUMBA_NUM_THREADS": "4", "DECAF_NUMBA_POOL_SIZE": "4", "OPENBLAS_NUM_THREADS": "1"}, 1),
     ({}, None),
 ])
 def test_thread_count_from_the_environment(monkeypatch, env, want):
-    for var in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for var in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                "DECAF_NUMBA_POOL_SIZE"):
         monkeypatch.delenv(var, raising=False)
     for var, value in env.items():
         monkeypatch.setenv(var, value)

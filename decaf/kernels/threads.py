@@ -18,6 +18,9 @@ import os
 
 _STATE = {}
 _VARS = ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# NUMBA_NUM_THREADS as decaf set it (the pool size): child processes inherit it, and must not
+# read it as a user's count
+_OWN_POOL = "DECAF_NUMBA_POOL_SIZE"
 
 
 def cpu_count():
@@ -30,8 +33,11 @@ def cpu_count():
 
 def _from_environment():
     for var in _VARS:
+        value = os.environ.get(var, "").strip()
+        if var == "NUMBA_NUM_THREADS" and value and value == os.environ.get(_OWN_POOL):
+            continue
         try:
-            n = int(os.environ.get(var, "").strip() or 0)
+            n = int(value or 0)
         except ValueError:
             n = 0
         if n > 0:
@@ -50,7 +56,8 @@ def _prepare_numba():
     """Environment Numba reads at its first import: pool size and threading layer (read the
     user's count first: NUMBA_NUM_THREADS set here is the pool's size, not the policy)."""
     count = default_threads()
-    os.environ.setdefault("NUMBA_NUM_THREADS", str(max(cpu_count(), count)))
+    if "NUMBA_NUM_THREADS" not in os.environ:
+        os.environ["NUMBA_NUM_THREADS"] = os.environ[_OWN_POOL] = str(max(cpu_count(), count))
     os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 
 
