@@ -5,6 +5,9 @@ The public face follows pycaffe: ``decaf.Net``, ``decaf.SGDSolver``, ``decaf.TRA
 """
 __version__ = "1.0.0"
 
+from .kernels import threads as _threads
+_threads.apply()    # one thread count for Numba's kernels and OpenBLAS (decaf.kernels.threads)
+
 from .backend import (set_mode_cpu, set_mode_gpu, set_device, set_random_seed,  # noqa: F401
                       solver_count, set_solver_count, solver_rank, set_solver_rank,
                       set_multiprocess)

@@ -1,406 +1,17 @@
-"""Tests of the speed paths: the row-GEMM convolution engine (decaf.kernels.im2col.RowIm2Col and
-decaf.layers.conv._RowConv), the separable pooling kernels (decaf.kernels.pool2d), the BLAS helpers
-(decaf.kernels.blas) and the in-place SGD update.  Each fast path is checked against an independent
-reference written out here (or against the generic im2col engine, which follows Caffe's column
-layout), in float64, with every layout / chunking / fallback switch exercised."""
+"""Tests of the BLAS helpers (decaf.kernels.blas, decaf.kernels.cblas), the thread policy
+(decaf.kernels.threads) and the in-place SGD update, against NumPy in float64, with every
+fallback switch exercised.  The compiled kernels are tested in tests/kernels/."""
 import itertools
 
 import numpy as np
 import pytest
 
 from decaf import solvers
-from decaf.kernels import blas
-from decaf.kernels.im2col import RowIm2Col, conv_output_shape
-from decaf.layers import conv as conv_mod
-from decaf.kernels.pool2d import FLT_MAX, SeparablePool
-from decaf.layers.pooling import pooled_size
+from decaf.kernels import blas, threads
 
 
 def rand(*shape, seed=0):
     return np.random.RandomState(seed).standard_normal(shape)
-
-
-# -- RowIm2Col ----------------------------------------------------------------------------------
-
-GEOMS = [  # channels, (H, W), kernel, stride, pad, group
-    (2, (5, 6), (3, 3), (1, 1), (1, 1), 1),
-    (4, (7, 5), (3, 2), (2, 1), (1, 0), 2),
-    (3, (6, 6), (5, 5), (1, 1), (2, 2), 1),
-    (1, (8, 7), (2, 3), (3, 2), (0, 1), 1),
-    (2, (4, 4), (1, 1), (1, 1), (0, 0), 2),
-    (2, (3, 5), (3, 3), (2, 2), (3, 2), 1),    # pad larger than the image border
-]
-
-
-def ref_rows(x, kernel, stride, pad, group, out):
-    """z[g, h, c, j, n, ox] = x[n, g*Cg + c, h - ph, ox*sw + j - pw], 0 outside."""
-    n, c, h, w = x.shape
-    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, pad, out
-    hu, cg = (oh - 1) * sh + kh, c // group
-    z = np.zeros((group, hu, cg, kw, n, ow))
-    for g, r, ci, j, ni, ox in itertools.product(range(group), range(hu), range(cg), range(kw),
-                                                 range(n), range(ow)):
-        y, xx = r - ph, ox * sw + j - pw
-        if 0 <= y < h and 0 <= xx < w:
-            z[g, r, ci, j, ni, ox] = x[ni, g * cg + ci, y, xx]
-    return z
-
-
-@pytest.mark.parametrize("batch_inner", [False, True])
-@pytest.mark.parametrize("c,spatial,kernel,stride,pad,group", GEOMS)
-def test_row_buffer_layout_and_adjoint(c, spatial, kernel, stride, pad, group, batch_inner):
-    x = rand(3, c, *spatial)
-    out = conv_output_shape(spatial, kernel, stride, pad, (1, 1))
-    plan = RowIm2Col(c, spatial, kernel, stride, pad, group, 3, np.float64, out_spatial=out,
-                     batch_inner=batch_inner)
-    z = plan.build(x)
-    want = ref_rows(x, kernel, stride, pad, group, out)
-    got = z.transpose(0, 1, 2, 3, 5, 4) if batch_inner else z
-    np.testing.assert_array_equal(got, want)
-    z2 = plan.build(2 * x)                   # rebuilding keeps the zero cells
-    np.testing.assert_array_equal(z2 if not batch_inner else z2.transpose(0, 1, 2, 3, 5, 4),
-                                  2 * want)
-    dz = rand(*z.shape, seed=1)
-    dx = np.empty_like(x)
-    plan.fold(dz, dx)
-    np.testing.assert_allclose(np.vdot(plan.build(x), dz), np.vdot(x, dx), rtol=1e-12)
-
-
-def test_row_views_are_the_column_matrices():
-    c, spatial, kernel, stride, pad = 2, (6, 5), (3, 2), (2, 1), (1, 1)
-    out = conv_output_shape(spatial, kernel, stride, pad, (1, 1))
-    x = rand(2, c, *spatial)
-    plan = RowIm2Col(c, spatial, kernel, stride, pad, 1, 2, np.float64, out_spatial=out)
-    z = plan.build(x)
-    views = plan.row_views(z, 0)
-    for oy in range(out[0]):
-        block = z[0, oy * stride[0]:oy * stride[0] + kernel[0]].reshape(plan.k, -1)
-        np.testing.assert_array_equal(views[oy], block)
-        assert np.shares_memory(plan.row_block(z, 0, oy), z)
-
-
-# -- the row-GEMM convolution engine against the generic im2col engine --------------------------
-
-CONV = [  # num, channels, (H, W), num_output, kernel, stride, pad, group
-    (3, 2, (6, 5), 4, (3, 3), (1, 1), (1, 1), 1),
-    (4, 4, (7, 6), 6, (3, 2), (2, 1), (1, 0), 2),
-    (2, 3, (8, 8), 2, (5, 5), (1, 1), (2, 2), 1),
-    (5, 2, (5, 7), 3, (2, 3), (3, 2), (0, 2), 1),
-    (2, 6, (4, 4), 6, (3, 3), (1, 1), (1, 1), 3),
-    # wide enough for the shifted GEMMs with the default SHIFT_MIN_ROWS (kh * C >= 64)
-    (3, 16, (6, 5), 5, (5, 5), (1, 1), (2, 2), 1),
-    (4, 24, (7, 6), 6, (3, 3), (2, 1), (1, 1), 1),
-    (2, 32, (5, 7), 4, (2, 4), (1, 1), (0, 3), 1),
-]
-
-
-def engines(args, **kw):
-    num, c, spatial, m, kernel, stride, pad, group = args
-    geom = (kernel, stride, pad, (1, 1))
-    out = conv_output_shape(spatial, kernel, stride, pad, (1, 1))
-    row = conv_mod._RowConv(np, np.float64, num, c, spatial, m, geom, group, out, **kw)
-    ref = conv_mod._GemmConv(np, np.float64, num, (c,) + spatial, m, geom, group, out)
-    return row, ref, out
-
-
-def run(engine, x, w, b, dy, out, want_x=True):
-    y = np.empty((x.shape[0], w.shape[0]) + out)
-    engine.forward(x, w, b, y)
-    dw, db = np.full_like(w, 0.5), np.full_like(b, 0.25)       # diffs accumulate
-    dx = np.full_like(x, 7.0) if want_x else None
-    engine.backward(dy, x, w, dw, db, dx)
-    return y, dw, db, dx
-
-
-@pytest.mark.parametrize("direct", [True, False])
-@pytest.mark.parametrize("fast", [True, False])
-@pytest.mark.parametrize("blas", ["default", "off", "shift_all"])
-@pytest.mark.parametrize("batch_inner", [False, True])
-@pytest.mark.parametrize("args", CONV)
-def test_row_engine_matches_the_column_engine(monkeypatch, args, batch_inner, blas, fast,
-                                              direct):
-    """Every path of _RowConv against the column engine: (n, ox) columns with or without the
-    ones rows (bias_row), the blocked weight gradient, batch-innermost columns in the (oh, M, q)
-    layout, in the BLAS layout (bi) and with shifted GEMMs (shift; "shift_all" lowers
-    SHIFT_MIN_ROWS so that every group-1, horizontal-stride-1 case takes them)."""
-    if blas == "shift_all":
-        monkeypatch.setattr(conv_mod, "SHIFT_MIN_ROWS", 1)
-    kw = {"bias_row": False} if blas == "off" else {}
-    row, ref, out = engines(args, batch_inner=batch_inner, **kw)
-    assert row.direct == (not batch_inner)      # forward GEMMs straight into the NCHW top
-    if not conv_mod.cblas.available(np.float64):
-        pytest.fail("decaf.kernels.cblas could not bind NumPy's BLAS on this machine")
-    if batch_inner:
-        assert row.bi
-        group, stride = args[-1], args[5]
-        wide = args[4][0] * args[1] // group >= conv_mod.SHIFT_MIN_ROWS
-        assert row.shift == (group == 1 and stride[1] == 1 and wide)
-    else:
-        assert row.bias_row == (blas != "off")
-    if blas == "off":
-        row.bi = row.shift = False              # the (oh, M, q) layout with NumPy reorders
-    row.fast = row.fast and fast                # False: the batched-matmul fallback
-    row.direct = row.direct and direct          # False: (oh, M, q) GEMMs and a reorder
-    num, c, spatial, m, kernel = args[:5]
-    x, w = rand(num, c, *spatial), rand(m, c // args[-1], *kernel, seed=2)
-    b, dy = rand(m, seed=3), rand(num, m, *out, seed=4)
-    for got, want in zip(run(row, x, w, b, dy, out), run(ref, x, w, b, dy, out)):
-        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
-    # no data gradient: the direct layout's blocked weight gradient, rows paired or not
-    for paired in (True, False):
-        monkeypatch.setattr(conv_mod, "PAIRED_ROWS", paired)
-        _, dw, db, dx = run(row, x, w, b, dy, out, want_x=False)
-        want = run(ref, x, w, b, dy, out)
-        np.testing.assert_allclose(dw, want[1], rtol=1e-10, atol=1e-10)
-        np.testing.assert_allclose(db, want[2], rtol=1e-10, atol=1e-10)
-        assert dx is None
-
-
-@pytest.mark.parametrize("direct_limit", [1, 200, 1 << 18])
-@pytest.mark.parametrize("limit", [1, 150, 700])
-def test_row_engine_chunks(monkeypatch, limit, direct_limit):
-    """Chunks of images (the row buffer's, the direct forward's own, the shifted GEMMs')."""
-    monkeypatch.setattr(conv_mod, "ROW_BUFFER_ELEMENTS", limit)
-    monkeypatch.setattr(conv_mod, "DIRECT_BUFFER_ELEMENTS", direct_limit)
-    monkeypatch.setattr(conv_mod, "SHIFT_BUFFER_ELEMENTS", 4 * limit)
-    args = (7, 2, (6, 5), 3, (3, 3), (1, 1), (1, 1), 1)
-    row, ref, out = engines(args)
-    assert row.nb < 7
-    if row.direct:
-        assert row.nbf <= row.nb
-        if direct_limit == 1:
-            assert row.nbf == 1
-    x, w = rand(7, 2, 6, 5), rand(3, 2, 3, 3, seed=2)
-    b, dy = rand(3, seed=3), rand(7, 3, *out, seed=4)
-    for got, want in zip(run(row, x, w, b, dy, out), run(ref, x, w, b, dy, out)):
-        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
-
-
-@pytest.mark.parametrize("shift_limit", [1, 3000, 1 << 21])
-def test_shift_engine_chunks(monkeypatch, shift_limit):
-    monkeypatch.setattr(conv_mod, "SHIFT_BUFFER_ELEMENTS", shift_limit)
-    args = (5, 16, (6, 5), 5, (5, 5), (1, 1), (2, 2), 1)
-    row, ref, out = engines(args, batch_inner=True)
-    assert row.shift and (row.nbs < 5) == (shift_limit < 1 << 21)
-    x, w = rand(5, 16, 6, 5), rand(5, 16, 5, 5, seed=2)
-    b, dy = rand(5, seed=3), rand(5, 5, *out, seed=4)
-    for got, want in zip(run(row, x, w, b, dy, out), run(ref, x, w, b, dy, out)):
-        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
-
-
-def test_row_engine_float32_no_bias():
-    args = (4, 3, (9, 9), 5, (5, 5), (1, 1), (2, 2), 1)
-    row, ref, out = engines(args)
-    x = rand(4, 3, 9, 9).astype(np.float32)
-    w = rand(5, 3, 5, 5, seed=2).astype(np.float32)
-    row32 = conv_mod._RowConv(np, np.float32, 4, 3, (9, 9), 5, ((5, 5), (1, 1), (2, 2), (1, 1)),
-                              1, out)
-    y = np.empty((4, 5) + out, np.float32)
-    row32.forward(x, w, None, y)
-    want = np.empty((4, 5) + out)
-    ref.forward(x.astype(np.float64), w.astype(np.float64), None, want)
-    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
-
-
-# -- separable pooling --------------------------------------------------------------------------
-
-def ref_max_pool(x, k, s, p, out):
-    """Caffe's MaxPoolingLayer loop: top, mask (h * W + w, -1 if none)."""
-    n, c, h, w = x.shape
-    top = np.full((n, c) + out, -FLT_MAX)
-    mask = np.full((n, c) + out, -1)
-    for a, b in itertools.product(range(out[0]), range(out[1])):
-        hs, ws = a * s[0] - p[0], b * s[1] - p[1]
-        he, we = min(hs + k[0], h), min(ws + k[1], w)
-        hs, ws = max(hs, 0), max(ws, 0)
-        for i, j in itertools.product(range(n), range(c)):
-            for y, z in itertools.product(range(hs, he), range(ws, we)):
-                if x[i, j, y, z] > top[i, j, a, b]:
-                    top[i, j, a, b], mask[i, j, a, b] = x[i, j, y, z], y * w + z
-    return top, mask
-
-
-def ref_route(mask, dy, shape):
-    """Caffe's MaxPoolingLayer backward: each top diff added onto its mask cell (-1: none)."""
-    want = np.zeros(shape)
-    flat = want.reshape(shape[0] * shape[1], -1)
-    for (i, j, a, b), idx in np.ndenumerate(mask):
-        if idx >= 0:
-            flat[i * shape[1] + j, int(idx)] += dy[i, j, a, b]
-    return want
-
-
-def max_against_caffe(pool, x, k, s, p, out):
-    """pool.max(..., with_index=True) of x against Caffe's loop; returns (top, Caffe's mask)."""
-    top = np.empty(x.shape[:2] + out, x.dtype)
-    pool.max(x, top, with_index=True)
-    want_top, want_mask = ref_max_pool(x.astype(np.float64), k, s, p, out)
-    np.testing.assert_array_equal(top, want_top.astype(x.dtype))
-    return top, want_mask
-
-
-def check_mask(pool, top, want_mask):
-    mask = np.empty(top.shape)
-    pool.mask(pool.index, mask)
-    np.testing.assert_array_equal(mask, want_mask)
-
-
-def out_shape(shape, k, s, p):
-    out = [pooled_size(n, kk, ss, pp) for n, kk, ss, pp in zip(shape[2:], k, s, p)]
-    if p != (0, 0):
-        out = [o - 1 if (o - 1) * ss >= n + pp else o
-               for o, n, ss, pp in zip(out, shape[2:], s, p)]
-    return tuple(out)
-
-
-POOLS = [  # shape, kernel, stride, pad
-    ((2, 3, 8, 8), (3, 3), (2, 2), (0, 0)),    # W == stride * Wo: whole-chunk column views
-    ((2, 3, 8, 7), (3, 3), (2, 2), (0, 0)),
-    ((1, 2, 6, 6), (2, 2), (2, 2), (0, 0)),    # disjoint windows
-    ((2, 2, 7, 8), (3, 3), (2, 2), (1, 1)),
-    ((1, 2, 9, 8), (3, 2), (2, 2), (1, 0)),
-    ((1, 1, 6, 6), (1, 1), (3, 3), (0, 0)),    # windows beyond the bottom
-    ((2, 2, 5, 6), (4, 3), (1, 3), (1, 1)),
-]
-
-
-@pytest.mark.parametrize("chunk", [1, 1 << 18])
-@pytest.mark.parametrize("ties", [False, True])
-@pytest.mark.parametrize("shape,k,s,p", POOLS)
-def test_max_pool_matches_caffe_loop(monkeypatch, shape, k, s, p, ties, chunk):
-    monkeypatch.setattr(SeparablePool, "CHUNK_ELEMENTS", chunk)
-    x = rand(*shape, seed=5)
-    if ties:                                   # few distinct values: many tied maxima
-        x = np.round(x)
-    out = out_shape(shape, k, s, p)
-    pool = SeparablePool(np, np.float64, shape, k, s, p, out)
-    assert pool.flat == (shape[3] == s[1] * out[1] and s[1] > 1)
-    top, want_mask = max_against_caffe(pool, x, k, s, p, out)
-    check_mask(pool, top, want_mask)
-    # the index computed later (TEST phase backward) is the same
-    index = pool.index.copy()
-    np.testing.assert_array_equal(pool.argmax(x), index)
-    # backward: each top diff lands on its argmax cell
-    dy = rand(*top.shape, seed=6)
-    dx = np.empty_like(x)
-    pool.route(pool.index, dy, dx)
-    np.testing.assert_allclose(dx, ref_route(want_mask, dy, shape), atol=1e-12)
-
-
-def test_max_pool_nan_and_infinities_follow_caffe():
-    x = rand(1, 2, 6, 6, seed=7)
-    x[0, 0, 0:3, 0:3] = np.nan           # one window all NaN: -FLT_MAX, no argmax
-    x[0, 0, 3, 3] = np.nan               # NaN cells never win
-    x[0, 1, 0:3, 3:6] = -np.inf          # all -inf: -FLT_MAX, no argmax
-    x[0, 1, 4, 4] = np.inf
-    shape, k, s, p = x.shape, (3, 3), (3, 3), (0, 0)
-    out = out_shape(shape, k, s, p)
-    pool = SeparablePool(np, np.float64, shape, k, s, p, out)
-    top, want_mask = max_against_caffe(pool, x, k, s, p, out)
-    check_mask(pool, top, want_mask)
-    dx = np.empty_like(x)
-    pool.route(pool.index, np.ones(top.shape), dx)
-    assert dx[0, 0, 0:3, 0:3].sum() == 0 and dx[0, 1, 0:3, 3:6].sum() == 0
-    assert dx[0, 1, 4, 4] == 1
-
-
-PHASE_POOLS = [  # pad 0, H == sh * Ho, W == sw * Wo: the stride-phase layout (PhaseMax)
-    ((5, 3, 12, 12), (3, 3), (2, 2)),     # CIFAR's pool1 geometry: overlapping, clipped edge
-    ((5, 2, 12, 12), (2, 2), (2, 2)),     # LeNet's: disjoint windows
-    ((3, 2, 9, 12), (5, 4), (3, 3)),      # shifts by one row / column, kernel wider than stride
-    ((4, 2, 8, 9), (3, 3), (2, 3)),       # different strides per axis
-    ((2, 2, 6, 6), (2, 3), (2, 3)),
-]
-
-
-@pytest.mark.parametrize("chunk_images", [1, 2, 100])
-@pytest.mark.parametrize("data", ["random", "ties", "special"])
-@pytest.mark.parametrize("shape,k,s", PHASE_POOLS)
-def test_phase_max_pool_matches_caffe_loop(monkeypatch, shape, k, s, data, chunk_images):
-    n, c, h, w = shape
-    monkeypatch.setattr(SeparablePool, "CHUNK_ELEMENTS", chunk_images * c * h * w)
-    x = rand(*shape, seed=11)
-    if data == "ties":                        # many tied maxima, within and across columns
-        x = np.round(x * 0.7)
-    elif data == "special":                   # NaN never wins, all-NaN / all -inf windows
-        x = np.round(x * 0.7)
-        x[0, 0, :k[0], :k[1]] = np.nan
-        x[-1, -1, -k[0]:, -k[1]:] = -np.inf
-        x[0, -1, 1, 1] = np.inf
-        x[-1, 0, h - 1, w - 1] = np.nan
-    out = out_shape(shape, k, s, (0, 0))
-    for dtype in (np.float64, np.float32):
-        xd = x.astype(dtype)
-        pool = SeparablePool(np, dtype, shape, k, s, (0, 0), out)
-        assert pool.phase is not None
-        top, want_mask = max_against_caffe(pool, xd, k, s, (0, 0), out)
-        # the backward straight from the window keys (no flat index array in between)
-        assert pool._keyed
-        dy = rand(*top.shape, seed=5).astype(dtype)
-        dx = np.full(shape, 3.0, dtype)           # overwritten
-        pool.route(None, dy, dx)
-        np.testing.assert_allclose(dx, ref_route(want_mask, dy, shape), rtol=1e-6, atol=1e-6)
-        check_mask(pool, top, want_mask)
-        index = pool.index.copy()
-        np.testing.assert_array_equal(pool.argmax(xd), index)
-        # the values-only pass gives the same top, also into a non-contiguous top
-        top2 = np.empty_like(top)
-        pool.max(xd, top2, with_index=False)
-        np.testing.assert_array_equal(top2, top)
-        top3 = np.empty(shape[:2] + (out[0], 2 * out[1]), dtype)[..., ::2]
-        pool.max(xd, top3, with_index=True)
-        np.testing.assert_array_equal(top3, top)
-        np.testing.assert_array_equal(pool.index, index)
-
-
-def ref_ave_pool(x, k, s, p, out):
-    n, c, h, w = x.shape
-    top = np.zeros((n, c) + out)
-    for a, b in itertools.product(range(out[0]), range(out[1])):
-        hs, ws = a * s[0] - p[0], b * s[1] - p[1]
-        he, we = min(hs + k[0], h + p[0]), min(ws + k[1], w + p[1])
-        size = (he - hs) * (we - ws)
-        hs, ws, he, we = max(hs, 0), max(ws, 0), min(he, h), min(we, w)
-        top[:, :, a, b] = x[:, :, hs:he, ws:we].sum(axis=(2, 3)) / size
-    return top
-
-
-@pytest.mark.parametrize("gemm", [True, False])
-@pytest.mark.parametrize("shape,k,s,p", POOLS[:5])
-def test_ave_pool_gemm_and_separable_paths(monkeypatch, shape, k, s, p, gemm):
-    monkeypatch.setattr(SeparablePool, "AVE_GEMM_MAX_OUT", 64 if gemm else 0)
-    x = rand(*shape, seed=8)
-    out = out_shape(shape, k, s, p)
-    pool = SeparablePool(np, np.float64, shape, k, s, p, out)
-    assert (pool._window_matrix() is not None) == gemm
-    divisor = np.array([[(min(a * s[0] - p[0] + k[0], shape[2] + p[0]) - (a * s[0] - p[0])) *
-                         (min(b * s[1] - p[1] + k[1], shape[3] + p[1]) - (b * s[1] - p[1]))
-                         for b in range(out[1])] for a in range(out[0])], float)
-    top = np.empty(shape[:2] + out)
-    pool.ave(x, top, divisor)
-    np.testing.assert_allclose(top, ref_ave_pool(x, k, s, p, out), rtol=1e-12)
-    dy = rand(*top.shape, seed=9)
-    dx = np.empty_like(x)
-    pool.ave_backward(dy, dx, divisor)
-    # the backward is the adjoint of the forward
-    np.testing.assert_allclose(np.vdot(top, dy), np.vdot(x, dx), rtol=1e-12)
-
-
-def test_ave_pool_gemm_keeps_non_finite_values_local():
-    shape, k, s, p = (1, 1, 8, 8), (3, 3), (2, 2), (0, 0)
-    x = rand(*shape, seed=10)
-    x[0, 0, 0, 0] = np.inf                  # 0 * inf in a GEMM would spread NaN everywhere
-    out = out_shape(shape, k, s, p)
-    pool = SeparablePool(np, np.float64, shape, k, s, p, out)
-    assert pool._window_matrix() is not None
-    top = np.empty(shape[:2] + out)
-    pool.ave(x, top, np.full(out, 9.0))
-    assert top[0, 0, 0, 0] == np.inf and np.isfinite(top.reshape(-1)[1:]).all()
-    dy = np.zeros(top.shape)
-    dy[0, 0, 0, 0] = np.inf
-    dx = np.empty_like(x)
-    pool.ave_backward(dy, dx, np.full(out, 9.0))
-    assert np.isinf(dx[0, 0, :3, :3]).all() and (dx[0, 0, 3:] == 0).all()
 
 
 # -- BLAS helpers and the SGD update -----------------------------------------------------------
@@ -502,13 +113,11 @@ def test_cblas_off_keeps_numpy_forms(monkeypatch):
     out = np.empty((4, 3))
     cblas.transpose(a, out)                      # NumPy's copy
     np.testing.assert_array_equal(out, a.T)
-    args = (3, 16, (6, 5), 5, (5, 5), (1, 1), (2, 2), 1)
-    row, ref, out_shape = engines(args, batch_inner=True)
-    assert not row.bi and not row.shift
-    x, w = rand(3, 16, 6, 5), rand(5, 16, 5, 5, seed=2)
-    b, dy = rand(5, seed=3), rand(3, 5, *out_shape, seed=4)
-    for got, want in zip(run(row, x, w, b, dy, out_shape), run(ref, x, w, b, dy, out_shape)):
-        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    monkeypatch.setattr(blas, "_blas", None)
+    c = rand(3, 2, seed=5)
+    want = c + a @ b
+    blas.gemm_accumulate(a, b, c)               # the convolution's dW += dY col^T
+    np.testing.assert_allclose(c, want, rtol=1e-12)
 
 
 def test_cblas_env_switch_disables_binding(monkeypatch):
@@ -519,23 +128,35 @@ def test_cblas_env_switch_disables_binding(monkeypatch):
     assert cblas._load() is not None
 
 
-def test_bias_rows_layout():
-    """bias_row: z holds the image rows of the plain layout plus one row of ones per padded
-    row; the adjoint (fold) ignores the ones rows."""
-    c, spatial, kernel, stride, pad = 3, (6, 5), (3, 2), (2, 1), (1, 1)
-    out = conv_output_shape(spatial, kernel, stride, pad, (1, 1))
-    x = rand(2, c, *spatial)
-    plain = RowIm2Col(c, spatial, kernel, stride, pad, 1, 2, np.float64, out_spatial=out)
-    ones = RowIm2Col(c, spatial, kernel, stride, pad, 1, 2, np.float64, out_spatial=out,
-                     bias_row=True)
-    assert ones.k == plain.k + kernel[0]
-    z = ones.build(x)
-    np.testing.assert_array_equal(ones.data(z), plain.build(x))
-    assert (z[:, :, -1] == 1).all()
-    dz = rand(*z.shape, seed=1)
-    dx, dx_plain = np.empty_like(x), np.empty_like(x)
-    ones.fold(dz, dx)
-    plain.fold(np.ascontiguousarray(ones.data(dz)), dx_plain)
-    np.testing.assert_array_equal(dx, dx_plain)
-    z2 = ones.build(x[:1])                       # another batch size: ones rows set again
-    assert (z2[:, :, -1] == 1).all()
+@pytest.mark.parametrize("env,want", [
+    ({"OMP_NUM_THREADS": "3", "NUMBA_NUM_THREADS": "5", "OPENBLAS_NUM_THREADS": "7"}, 3),
+    ({"NUMBA_NUM_THREADS": "5", "OPENBLAS_NUM_THREADS": "7"}, 5),
+    ({"OPENBLAS_NUM_THREADS": "7"}, 7),
+    ({"OMP_NUM_THREADS": "junk"}, None),                 # not a count: all CPUs
+    # the pool size an importing parent process set is not a count
+    ({"NUMBA_NUM_THREADS": "4", "DECAF_NUMBA_POOL_SIZE": "4", "OPENBLAS_NUM_THREADS": "1"}, 1),
+    ({}, None),
+])
+def test_thread_count_from_the_environment(monkeypatch, env, want):
+    for var in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                "DECAF_NUMBA_POOL_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    assert threads._from_environment() == (want or threads.cpu_count())
+
+
+def test_set_num_threads_reaches_numba_and_openblas():
+    import numba
+    from decaf.kernels import cblas
+    before = threads.get_num_threads()
+    try:
+        assert threads.set_num_threads(1) == 1
+        assert numba.get_num_threads() == 1
+        if cblas.get_num_threads() is not None:
+            assert cblas.get_num_threads() == 1
+        top = numba.config.NUMBA_NUM_THREADS          # clipped to Numba's pool
+        assert threads.set_num_threads(top + 5) == top == numba.get_num_threads()
+        assert threads.get_num_threads() == top
+    finally:
+        threads.set_num_threads(before)

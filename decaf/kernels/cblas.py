@@ -92,9 +92,20 @@ def _bind(lib):
                     fn.argtypes = [ctypes.c_int, ctypes.c_int, itype, itype, real, p, itype,
                                    p, itype]
                     fn.restype = None
+            _bind_threads(lib, prefix, suffix)
             return {np.dtype(np.float32): (fns[0], fns[2], omat[0]),
                     np.dtype(np.float64): (fns[1], fns[3], omat[1])}
     return None
+
+
+def _bind_threads(lib, prefix, suffix):
+    """OpenBLAS's ``openblas_set/get_num_threads`` of the same library (decaf.kernels.threads)."""
+    for verb, restype in (("set", None), ("get", ctypes.c_int)):
+        fn = getattr(lib, "%sopenblas_%s_num_threads%s" % (prefix, verb, suffix), None)
+        if fn is not None:
+            fn.argtypes = [ctypes.c_int] if verb == "set" else []
+            fn.restype = restype
+        _STATE[verb + "_threads"] = fn
 
 
 def _self_test(fns):
@@ -143,6 +154,23 @@ def _functions():
         except Exception:              # pragma: no cover - an odd platform: keep NumPy's forms
             _STATE["fns"] = None
     return _STATE["fns"]
+
+
+def set_num_threads(n):
+    """Size NumPy's OpenBLAS pool (``openblas_set_num_threads``); False where not bound."""
+    _functions()
+    fn = _STATE.get("set_threads")
+    if fn is None:
+        return False
+    fn(int(n))
+    return True
+
+
+def get_num_threads():
+    """Threads of NumPy's OpenBLAS pool, or None where not bound."""
+    _functions()
+    fn = _STATE.get("get_threads")
+    return None if fn is None else int(fn())
 
 
 def available(dtype=np.float32):

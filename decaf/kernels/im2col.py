@@ -1,4 +1,7 @@
-"""im2col / col2im: Caffe's column buffer, built from strided views (2-D and N-D).
+"""im2col / col2im: Caffe's column buffer (2-D and N-D).
+
+``Im2Col`` builds it from strided views (any array module, any number of spatial axes);
+``CompiledIm2Col`` runs the compiled 2-D loops of decaf.kernels.conv on NumPy arrays.
 
 For an image C x S_1 x ... x S_d, kernel k, stride s, pad p and dilation r, the column buffer has
 C * prod(k) rows and prod(out) columns.  Row (c * k_1 + i_1) * k_2 + i_2 ... and column
@@ -13,6 +16,7 @@ import itertools
 import numpy as np
 
 from . import cblas
+
 
 
 def _trunc_div(a, b):
@@ -438,3 +442,37 @@ class RowIm2Col:
         shape = (self.oh, nb, self.k, self.ow)
         strides = (rv.strides[0], self.ow * it, rv.strides[1], it)
         return _as_strided(self.xp, z[g], shape, strides)
+
+
+class CompiledIm2Col:
+    """``Im2Col``'s interface (order "ckn" only) for 2-D NumPy images, on the Numba kernels."""
+
+    def __init__(self, image_shape, kernel, stride, pad, dilation, dtype, out_spatial):
+        from . import conv
+        self._kernels = conv
+        self.channels = int(image_shape[0])
+        self.kernel_count = int(kernel[0] * kernel[1])
+        self.out_spatial = tuple(out_spatial)
+        self.out_count = int(out_spatial[0] * out_spatial[1])
+        self.args = tuple(kernel) + tuple(stride) + tuple(pad) + tuple(dilation) + \
+            self.out_spatial
+
+    @property
+    def col_rows(self):
+        return self.channels * self.kernel_count
+
+    def _check(self, order):
+        if order != "ckn":
+            raise ValueError("CompiledIm2Col keeps the batch in the columns (order 'ckn')")
+
+    def im2col(self, x, out, order="ckn"):
+        """``out`` (C*kh*kw, n*oh*ow) = the columns of x (n, C, H, W)."""
+        self._check(order)
+        self._kernels.im2col(x, 0, *self.args, out.reshape(self.col_rows, -1))
+        return out
+
+    def col2im(self, cols, out, order="ckn"):
+        """``out`` (n, C, H, W) = the columns added back onto their pixels."""
+        self._check(order)
+        self._kernels.col2im(cols.reshape(self.col_rows, -1), 0, *self.args, out)
+        return out

@@ -2,10 +2,9 @@
 
 Windows: row window of output oh is [oh*s - p, oh*s - p + k); its output count is Caffe's
 ceil((H + 2p - k) / s) + 1 (floor with round_mode FLOOR), minus one when pad > 0 and the last
-window would start at or beyond H + p.  MAX and AVE run as separable passes over strided views
-of the bottom (decaf.kernels.pool2d): over the kernel rows, then the kernel columns; the argmax of MAX is
-found in the forward pass (Caffe's mask) and the backward pass scatters the top diff through it.
-STOCHASTIC loops over the kernel offsets (i, j) of a padded copy.  Never a loop over pixels.
+window would start at or beyond H + p.  On the CPU, MAX (with Caffe's argmax mask, found in the
+forward pass) and AVE run as compiled loops (decaf.kernels.pooling); elsewhere (CuPy) and for
+STOCHASTIC, as array passes over the kernel offsets (i, j) of a padded copy.
 """
 import math
 
@@ -14,12 +13,15 @@ import numpy as np
 from ..blob import Blob
 from ..errors import LayerSetupError
 from ..layer import Layer, register_layer
-from ..kernels.pool2d import SeparablePool
+from ..kernels import pooling as kernels
+from .center_loss import scatter_add
 from ._reshape_cache import remember, unchanged
 from .. import backend
 
 FLT_MAX = float(np.finfo(np.float32).max)
 FLT_MIN = float(np.finfo(np.float32).tiny)
+# MAX and AVE of NumPy arrays through the compiled kernels (False: the array passes CuPy runs)
+COMPILED = True
 
 
 def pooled_size(size, kernel, stride, pad, ceil_mode=True):
@@ -68,6 +70,16 @@ class _Windows:
         buf = self.buffer("in%r" % fill, fill=fill)
         buf[self.interior] = x
         return buf
+
+    def index_plane(self):
+        """(1, 1, *ext) plane index h * W + w of every padded cell (-1 in the border)."""
+        key = ("index", None, None)
+        if key not in self._bufs:
+            n, c, h, w = self.shape
+            idx = np.full((1, 1) + self.ext, -1, dtype=np.intp)
+            idx[self.interior] = np.arange(h * w).reshape(h, w)
+            self._bufs[key] = self.xp.asarray(idx)
+        return self._bufs[key]
 
     def accumulator(self, bottom_diff):
         """A zeroed array to accumulate bottom diffs into (padded when needed)."""
@@ -182,61 +194,57 @@ class PoolingLayer(Layer):
         if key != self._key:
             self._key = key
             self.win = _Windows(self.xp, b.dtype, b.shape, self.kernel, self.stride, self.pad, out)
-            self.is_global = out == (1, 1) and self.kernel == (h, w) and self.pad == (0, 0)
             self.divisor = self.win.ave_divisor()
-            self.sep = SeparablePool(self.xp, b.dtype, b.shape, self.kernel, self.stride,
-                                     self.pad, out)
-            self._index_valid = False
+            self.compiled = self.xp is np and COMPILED
+            self.mask = self.xp.empty((n, c) + out, dtype=np.int32 if self.compiled else np.intp)
+            self._mask_valid = False
         remember(self, bottom, top)
 
     # -- forward ---------------------------------------------------------------------------
+    def _geometry(self):
+        return self.kernel + self.stride + self.pad
+
     def forward(self, bottom, top):
         P = self._pb.PoolingParameter
         x = bottom[0].data
         if self.method == P.MAX:
-            self._forward_max(x, top)
+            self._forward_max(x, top[0].data)
+            if len(top) > 1:
+                top[1].data[...] = self.mask
         elif self.method == P.AVE:
-            self._forward_ave(x, top[0].data)
+            if self.compiled:
+                kernels.ave_forward(x, *self._geometry(), top[0].data)
+            else:
+                self._forward_ave(x, top[0].data)
         elif self.phase == self._pb.TRAIN:
             self._forward_stochastic_train(x, top[0].data)
         else:
             self._forward_stochastic_test(x, top[0].data)
 
     def _forward_max(self, x, top):
-        xp = self.xp
-        if self.is_global:
-            n, c = x.shape[:2]
-            xp.max(x.reshape(n * c, -1), axis=1, out=top[0].data.reshape(n * c))
-        self._index_valid = False
-        # training nets always run backward: find the argmax now, as Caffe keeps its mask
-        want = len(top) > 1 or self.phase == self._pb.TRAIN
-        if not self.is_global:
-            self.sep.max(x, top[0].data, with_index=want)
-            self._index_valid = want
-        elif want:
-            self._max_index(x)
-        if len(top) > 1:
-            self.sep.mask(self.sep.index, top[1].data)
-
-    def _max_index(self, x):
-        """Flat bottom index of each window's first maximum, into self.sep.index."""
-        sep = self.sep
-        if self.is_global:
-            n, c = x.shape[:2]
-            idx = sep.index.reshape(n * c)
-            self.xp.argmax(x.reshape(n * c, -1), axis=1, out=idx)
-            idx += self.xp.arange(n * c, dtype=np.intp) * (x.shape[2] * x.shape[3])
-        else:
-            sep.argmax(x)
-        self._index_valid = True
+        """top = window max, self.mask = the plane index h * W + w of its first maximum."""
+        self._mask_valid = True
+        if self.compiled:
+            kernels.max_forward(x, *self._geometry(), top, self.mask)
+            return
+        xp, win = self.xp, self.win
+        xb = win.load(x, -np.inf)        # padding never wins against -FLT_MAX (Caffe clips)
+        index = win.index_plane()
+        top[...] = -FLT_MAX
+        self.mask[...] = -1
+        for i, j in win.offsets:         # scan order: the strict > keeps the first maximum
+            v = win.view(xb, i, j)
+            better = v > top
+            xp.copyto(top, v, where=better)
+            xp.copyto(self.mask, win.view(index, i, j), where=better)
 
     def _forward_ave(self, x, top):
-        xp = self.xp
-        if self.is_global:
-            xp.sum(x.reshape(x.shape[:2] + (-1,)), axis=2, out=top.reshape(x.shape[:2]))
-            top /= x.shape[2] * x.shape[3]
-            return
-        self.sep.ave(x, top, self.divisor)
+        """top = sum of the zero-padded window / Caffe's pool_size."""
+        xb, win = self.win.load(x, 0.0), self.win
+        top[...] = 0
+        for i, j in win.offsets:
+            top += win.view(xb, i, j)
+        top /= self.divisor
 
     def _forward_stochastic_train(self, x, top):
         """Sample one element per window with probability proportional to its value."""
@@ -284,21 +292,39 @@ class PoolingLayer(Layer):
         P = self._pb.PoolingParameter
         td, bd = top[0].diff, bottom[0].diff
         if self.method == P.MAX:
-            if not self._index_valid:
-                self._max_index(bottom[0].data)
-            self.sep.route(None, td, bd)
+            if not self._mask_valid:      # a backward with no forward since the reshape
+                self._forward_max(bottom[0].data, self.win.buffer("top", td.shape))
+            self._backward_max(td, bd)
         elif self.method == P.AVE:
-            self._backward_ave(td, bd)
+            if self.compiled:
+                kernels.ave_backward(td, *self._geometry(), bd)
+            else:
+                self._backward_ave(td, bd)
         elif self.phase == self._pb.TRAIN:
             self._backward_stochastic_train(td, bd)
         else:
             self._backward_stochastic_test(bottom[0].data, top[0].data, td, bd)
 
-    def _backward_ave(self, td, bd):
-        if self.is_global:
-            self.xp.divide(td, bd.shape[2] * bd.shape[3], out=bd)   # broadcasts over (h, w)
+    def _backward_max(self, td, bd):
+        """bottom_diff[mask] += top_diff (Caffe's backward; mask -1: no cell)."""
+        if self.compiled:
+            kernels.max_backward(td, self.mask, bd)
             return
-        self.sep.ave_backward(td, bd, self.divisor)
+        xp = self.xp
+        n, c = td.shape[:2]
+        planes = xp.arange(n * c).reshape(n, c, 1, 1) * (bd.shape[2] * bd.shape[3])
+        hit = self.mask >= 0
+        flat = bd.reshape(-1)
+        flat[...] = 0
+        scatter_add(xp, flat, (self.mask + planes)[hit], td[hit])
+
+    def _backward_ave(self, td, bd):
+        win = self.win
+        acc = win.accumulator(bd)
+        g = td / self.divisor
+        for i, j in win.offsets:
+            win.view(acc, i, j)[...] += g
+        win.finish(acc, bd)
 
     def _backward_stochastic_train(self, td, bd):
         xp, win = self.xp, self.win

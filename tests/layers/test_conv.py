@@ -7,6 +7,7 @@ import pytest
 
 from decaf.blob import Blob
 from decaf.errors import LayerSetupError
+from decaf.kernels import rowconv
 from decaf.layers import conv as conv_mod
 from decaf.testing import golden
 from decaf.testing.gradient_check import build_layer, check_gradient, forward, make_layer_param
@@ -111,8 +112,17 @@ CONV_CASES = [
 ]
 
 
+@pytest.fixture(params=["rows", "compiled", "arrays"])
+def compiled(request, monkeypatch):
+    """Every engine: the row-GEMM one, im2col + GEMM on the compiled kernels, and on the
+    strided-view arrays CuPy runs (here on NumPy)."""
+    monkeypatch.setattr(conv_mod, "ROW_GEMM", request.param == "rows")
+    monkeypatch.setattr(conv_mod, "COMPILED", request.param != "arrays")
+    return request.param
+
+
 @pytest.mark.parametrize("params,shape,num_output", CONV_CASES)
-def test_conv_gradient(params, shape, num_output):
+def test_conv_gradient(params, shape, num_output, compiled):
     check_gradient(conv_spec(params, num_output), [rand(*shape)])
 
 
@@ -135,8 +145,10 @@ def geometry_of(params, nd):
     return conv_mod.parse_geometry(_L(), lp.convolution_param, nd)
 
 
-@pytest.mark.parametrize("params,shape,num_output", CONV_CASES[:10])
-def test_conv_forward_formula(params, shape, num_output):
+@pytest.mark.parametrize("params,shape,num_output", CONV_CASES[:10] + [
+    ("kernel_size: 3 group: 4 pad: 2 stride: 2 dilation: 2", (2, 4, 7, 6), 8),  # depthwise
+    ("kernel_h: 1 kernel_w: 3 group: 3 stride_h: 3 stride_w: 1", (1, 3, 7, 5), 3)])
+def test_conv_forward_formula(params, shape, num_output, compiled):
     x = rand(*shape)
     layer, (y,) = forward(conv_spec(params, num_output), [x])
     kernel, stride, pad, dil = geometry_of(params, len(shape) - 2)
@@ -168,11 +180,12 @@ def run_fwd_bwd(spec, x, dy_seed=5, propagate_down=True, params=None):
 
 
 @pytest.mark.parametrize("kind", ["Convolution", "Deconvolution"])
-def test_batch_chunking_gives_the_same_numbers(monkeypatch, kind):
+def test_batch_chunking_gives_the_same_numbers(monkeypatch, kind, compiled):
     spec = conv_spec("kernel_size: 3 pad: 1 stride: 2 group: 2", 4, kind)
     x = rand(5, 4, 5, 4)
     whole = run_fwd_bwd(spec, x)
     monkeypatch.setattr(conv_mod, "COL_BUFFER_ELEMENTS", 100)   # forces chunks of 1 image
+    monkeypatch.setattr(rowconv, "COL_BUFFER_ELEMENTS", 100)
     chunked = run_fwd_bwd(spec, x, params=whole[3])
     for a, b in zip([whole[0], whole[1]] + whole[2], [chunked[0], chunked[1]] + chunked[2]):
         np.testing.assert_allclose(a, b, atol=1e-12)
@@ -267,12 +280,12 @@ DECONV_CASES = [
 
 
 @pytest.mark.parametrize("params,shape,num_output", DECONV_CASES)
-def test_deconv_gradient(params, shape, num_output):
+def test_deconv_gradient(params, shape, num_output, compiled):
     check_gradient(conv_spec(params, num_output, "Deconvolution"), [rand(*shape)])
 
 
 @pytest.mark.parametrize("params,shape,num_output", DECONV_CASES)
-def test_deconv_forward_formula(params, shape, num_output):
+def test_deconv_forward_formula(params, shape, num_output, compiled):
     x = rand(*shape)
     layer, (y,) = forward(conv_spec(params, num_output, "Deconvolution"), [x])
     kernel, stride, pad, dil = geometry_of(params, len(shape) - 2)

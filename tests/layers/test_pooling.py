@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from decaf.errors import LayerSetupError
+from decaf.layers import pooling as pooling_mod
 from decaf.proto import caffe_pb2
 from decaf.testing import golden
 from decaf.testing.gradient_check import build_layer, check_gradient, forward
@@ -104,9 +105,13 @@ GEOMS = [
 ]
 
 
+@pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
 @pytest.mark.parametrize("params,k,s,p,ceil,shape", GEOMS)
-def test_forward_backward_match_caffe_loops(method, params, k, s, p, ceil, shape):
+def test_forward_backward_match_caffe_loops(monkeypatch, method, params, k, s, p, ceil, shape,
+                                            compiled):
+    """Both paths: the compiled kernels and the array passes (CuPy's code, run on NumPy)."""
+    monkeypatch.setattr(pooling_mod, "COMPILED", compiled)
     x = distinct(*shape)
     _, (y,), dy, dx = fwd_bwd(pool_spec(params, method), x)
     want_y, _, want_dx = ref_pool(x, method, k, s, p, ceil, dy)

@@ -1,0 +1,211 @@
+"""The loops of Convolution / Deconvolution on NCHW arrays, compiled (Numba).
+
+* ``im2col`` / ``col2im``: Caffe's column buffer of a chunk of images with the batch folded
+  into the columns: col[(c*kh + i)*kw + j, n*oh*ow + oy*ow + ox] =
+  x[n0 + n, c, oy*sh - ph + i*dh, ox*sw - pw + j*dw] (0 outside); col2im adds every entry
+  back onto its pixel.  The GEMMs in between stay in BLAS.
+* ``to_nchw`` / ``from_nchw``: the GEMM result (M, nb*oh*ow) to and from the NCHW top, with
+  the bias added on the way out and its gradient summed on the way in (no pass of their own).
+* ``depthwise_*``: convolution with one input channel per group (group == channels, e.g.
+  MobileNet-style nets), as a direct loop: no columns, no GEMM.
+
+Every kernel runs in parallel over rows or planes that no other iteration writes, so the
+result does not depend on the thread count; sums run in the arrays' dtype.
+"""
+from . import threads  # noqa: F401  (Numba's environment before its first import)
+
+from numba import njit, prange
+
+
+@njit(cache=True, inline="always")
+def _span(o_count, k_off, stride, size):
+    """Outputs o in [lo, hi) whose input o*stride + k_off lies inside [0, size)."""
+    lo = 0 if k_off >= 0 else (-k_off + stride - 1) // stride
+    hi = (size - 1 - k_off) // stride + 1 if size - 1 - k_off >= 0 else 0
+    return lo, max(lo, min(hi, o_count))
+
+
+@njit(cache=True, parallel=True)
+def im2col(x, n0, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, col):
+    """col (C*kh*kw, nb*oh*ow) from the images n0 .. n0 + nb of x (N, C, H, W)."""
+    height, width = x.shape[2], x.shape[3]
+    rows, oc = col.shape[0], oh * ow
+    kk = kh * kw
+    nb = col.shape[1] // oc
+    for t in prange(rows * nb):
+        r, n = t // nb, t % nb
+        ch, i, j = r // kk, (r % kk) // kw, r % kw
+        xoff = j * dw - pw
+        lo, hi = _span(ow, xoff, sw, width)
+        for oy in range(oh):
+            y = oy * sh - ph + i * dh
+            q = n * oc + oy * ow
+            if y < 0 or y >= height:
+                for ox in range(ow):
+                    col[r, q + ox] = 0
+                continue
+            for ox in range(lo):
+                col[r, q + ox] = 0
+            if sw == 1:                        # unit stride: a loop LLVM vectorises
+                for ox in range(lo, hi):
+                    col[r, q + ox] = x[n0 + n, ch, y, ox + xoff]
+            else:
+                for ox in range(lo, hi):
+                    col[r, q + ox] = x[n0 + n, ch, y, ox * sw + xoff]
+            for ox in range(hi, ow):
+                col[r, q + ox] = 0
+
+
+@njit(cache=True, parallel=True)
+def col2im(col, n0, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
+    """dx[n0 + n, c] = the sum of the columns of (c, image n) back onto their pixels."""
+    c, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
+    oc = oh * ow
+    nb = col.shape[1] // oc
+    for t in prange(nb * c):
+        n, ch = n0 + t // c, t % c
+        q0 = (t // c) * oc
+        for y in range(height):
+            for xx in range(width):
+                dx[n, ch, y, xx] = 0
+        for i in range(kh):
+            for j in range(kw):
+                r = (ch * kh + i) * kw + j
+                xoff = j * dw - pw
+                lo, hi = _span(ow, xoff, sw, width)
+                for oy in range(oh):
+                    y = oy * sh - ph + i * dh
+                    if y < 0 or y >= height:
+                        continue
+                    q = q0 + oy * ow
+                    if sw == 1:
+                        for ox in range(lo, hi):
+                            dx[n, ch, y, ox + xoff] += col[r, q + ox]
+                    else:
+                        for ox in range(lo, hi):
+                            dx[n, ch, y, ox * sw + xoff] += col[r, q + ox]
+
+
+@njit(cache=True, parallel=True)
+def to_nchw(gm, n0, bias, use_bias, y):
+    """y[n0 + n, m, :] = gm[m, n*oc:(n+1)*oc] (+ bias[m]) for y (N, M, oc)."""
+    m_count, oc = y.shape[1], y.shape[2]
+    nb = gm.shape[1] // oc
+    for t in prange(nb * m_count):
+        n, m = t // m_count, t % m_count
+        b = bias[m] if use_bias else gm.dtype.type(0)
+        for q in range(oc):
+            y[n0 + n, m, q] = gm[m, n * oc + q] + b
+
+
+@njit(cache=True, parallel=True)
+def from_nchw(y, n0, gm, db, use_db):
+    """gm[m, n*oc:(n+1)*oc] = y[n0 + n, m, :]; db[m] += the sum of those values."""
+    m_count, oc = y.shape[1], y.shape[2]
+    nb = gm.shape[1] // oc
+    for m in prange(m_count):
+        total = gm.dtype.type(0)
+        for n in range(nb):
+            for q in range(oc):
+                v = y[n0 + n, m, q]
+                gm[m, n * oc + q] = v
+                total += v
+        if use_db:
+            db[m] += total
+
+
+@njit(cache=True, parallel=True)
+def depthwise_forward(x, w, bias, use_bias, sh, sw, ph, pw, dh, dw, y):
+    """y[n, m] = b[m] + sum_ij w[m, 0, i, j] x[n, m // mult, oy*sh - ph + i*dh, ...]."""
+    n_count, c, height, width = x.shape
+    m_count, oh, ow = y.shape[1], y.shape[2], y.shape[3]
+    kh, kw = w.shape[2], w.shape[3]
+    mult = m_count // c
+    for t in prange(n_count * m_count):
+        n, m = t // m_count, t % m_count
+        ch = m // mult
+        b = bias[m] if use_bias else y.dtype.type(0)
+        for oy in range(oh):
+            for ox in range(ow):
+                y[n, m, oy, ox] = b
+            for i in range(kh):
+                yy = oy * sh - ph + i * dh
+                if yy < 0 or yy >= height:
+                    continue
+                for j in range(kw):
+                    xoff = j * dw - pw
+                    lo, hi = _span(ow, xoff, sw, width)
+                    wv = w[m, 0, i, j]
+                    if sw == 1:
+                        for ox in range(lo, hi):
+                            y[n, m, oy, ox] += wv * x[n, ch, yy, ox + xoff]
+                    else:
+                        for ox in range(lo, hi):
+                            y[n, m, oy, ox] += wv * x[n, ch, yy, ox * sw + xoff]
+
+
+@njit(cache=True, parallel=True)
+def depthwise_backward_data(dy, w, sh, sw, ph, pw, dh, dw, dx):
+    """dx[n, c] = sum over the outputs m of channel c of W[m]-weighted top diffs."""
+    n_count, c, height, width = dx.shape
+    m_count, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
+    kh, kw = w.shape[2], w.shape[3]
+    mult = m_count // c
+    for t in prange(n_count * c):
+        n, ch = t // c, t % c
+        for y in range(height):
+            for xx in range(width):
+                dx[n, ch, y, xx] = 0
+        for m in range(ch * mult, (ch + 1) * mult):
+            for oy in range(oh):
+                for i in range(kh):
+                    yy = oy * sh - ph + i * dh
+                    if yy < 0 or yy >= height:
+                        continue
+                    for j in range(kw):
+                        xoff = j * dw - pw
+                        lo, hi = _span(ow, xoff, sw, width)
+                        wv = w[m, 0, i, j]
+                        if sw == 1:
+                            for ox in range(lo, hi):
+                                dx[n, ch, yy, ox + xoff] += wv * dy[n, m, oy, ox]
+                        else:
+                            for ox in range(lo, hi):
+                                dx[n, ch, yy, ox * sw + xoff] += wv * dy[n, m, oy, ox]
+
+
+@njit(cache=True, parallel=True)
+def depthwise_backward_weights(dy, x, sh, sw, ph, pw, dh, dw, dwt, db, want_w, want_b):
+    """dW[m, 0, i, j] += sum_n,oy,ox dy[n, m, oy, ox] x[n, m // mult, ...]; db[m] += sum dy."""
+    n_count, c, height, width = x.shape
+    m_count, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
+    kh, kw = dwt.shape[2], dwt.shape[3]
+    mult = m_count // c
+    for m in prange(m_count):
+        ch = m // mult
+        if want_b:
+            total = db.dtype.type(0)
+            for n in range(n_count):
+                for oy in range(oh):
+                    for ox in range(ow):
+                        total += dy[n, m, oy, ox]
+            db[m] += total
+        if not want_w:
+            continue
+        for i in range(kh):
+            for j in range(kw):
+                xoff = j * dw - pw
+                lo, hi = _span(ow, xoff, sw, width)
+                total = dwt.dtype.type(0)
+                for n in range(n_count):
+                    for oy in range(oh):
+                        yy = oy * sh - ph + i * dh
+                        if yy < 0 or yy >= height:
+                            continue
+                        if sw == 1:
+                            for ox in range(lo, hi):
+                                total += dy[n, m, oy, ox] * x[n, ch, yy, ox + xoff]
+                        else:
+                            for ox in range(lo, hi):
+                                total += dy[n, m, oy, ox] * x[n, ch, yy, ox * sw + xoff]
+                dwt[m, 0, i, j] += total

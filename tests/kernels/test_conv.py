@@ -1,0 +1,162 @@
+"""The convolution kernels (decaf/kernels/conv.py) against plain float64 references: Caffe's
+column layout and its adjoint, the GEMM-layout moves with bias / db, the depthwise direct loop
+(pad, stride > kernel, dilation, channel multiplier, 1x1, non-square), thread counts."""
+import numpy as np
+import pytest
+
+from decaf.kernels import conv as K, threads
+from decaf.kernels.im2col import CompiledIm2Col, conv_output_shape
+from tests.layers.test_conv import ref_conv
+from tests.test_im2col import ref_im2col
+
+GEOMETRIES = [  # spatial, kernel, stride, pad, dilation
+    ((5, 6), (3, 3), (1, 1), (0, 0), (1, 1)),
+    ((5, 6), (3, 3), (2, 2), (1, 1), (1, 1)),
+    ((7, 6), (2, 3), (1, 1), (1, 1), (2, 2)),     # dilation, non-square kernel
+    ((6, 7), (3, 2), (2, 3), (2, 0), (1, 2)),
+    ((4, 4), (1, 1), (1, 1), (0, 0), (1, 1)),     # 1x1
+    ((7, 7), (1, 2), (3, 4), (0, 1), (1, 1)),     # stride > kernel
+    ((2, 5), (3, 3), (2, 2), (0, 0), (1, 1)),     # C truncation: a row over the edge
+]
+
+
+def geom_args(kernel, stride, pad, dilation, out):
+    return tuple(kernel) + tuple(stride) + tuple(pad) + tuple(dilation) + tuple(out)
+
+
+@pytest.mark.parametrize("spatial,kernel,stride,pad,dilation", GEOMETRIES)
+def test_im2col_col2im_match_caffe(spatial, kernel, stride, pad, dilation):
+    rs = np.random.RandomState(0)
+    x = rs.standard_normal((5, 3) + spatial)
+    x[0, 0, 0, 0] = np.nan                      # copied where read, never spread
+    x[1, 2, -1, -1] = np.inf
+    out = conv_output_shape(spatial, kernel, stride, pad, dilation)
+    want = ref_im2col(x, kernel, stride, pad, dilation)          # (n, C*k, *out)
+    args = geom_args(kernel, stride, pad, dilation, out)
+    oc = int(np.prod(out))
+    for n0, nb in ((0, 5), (2, 3)):                               # a chunk of images
+        col = np.full((want.shape[1], nb * oc), 7.0)
+        K.im2col(x, n0, *args, col)
+        ref = want[n0:n0 + nb].reshape(nb, -1, oc).transpose(1, 0, 2).reshape(col.shape)
+        np.testing.assert_array_equal(col, ref)
+    # col2im: the adjoint, written out, with every entry added back onto its pixel
+    y = rs.standard_normal(col.shape)
+    dx = np.full_like(x, 7.0)
+    K.col2im(y, 2, *args, dx)
+    ref_dx = np.zeros((3,) + x.shape[1:])
+    ys = y.reshape(-1, 3, oc).transpose(1, 0, 2).reshape((3, -1) + tuple(out))
+    c, kk = x.shape[1], kernel[0] * kernel[1]
+    for n in range(3):
+        for r in range(c * kk):
+            ch, i, j = r // kk, (r % kk) // kernel[1], r % kernel[1]
+            for oy in range(out[0]):
+                for ox in range(out[1]):
+                    yy, xx = oy * stride[0] - pad[0] + i * dilation[0], \
+                        ox * stride[1] - pad[1] + j * dilation[1]
+                    if 0 <= yy < spatial[0] and 0 <= xx < spatial[1]:
+                        ref_dx[n, ch, yy, xx] += ys[n, r, oy, ox]
+    np.testing.assert_allclose(dx[2:], ref_dx, rtol=1e-10, atol=1e-10)
+    np.testing.assert_array_equal(dx[:2], 7.0)                   # other images untouched
+
+
+def test_compiled_plan_is_im2col_in_ckn_order():
+    x = np.random.RandomState(1).standard_normal((2, 3, 6, 5)).astype(np.float32)
+    plan = CompiledIm2Col((3, 6, 5), (3, 2), (1, 2), (1, 1), (1, 1), np.float32, (6, 3))
+    col = np.empty((plan.col_rows, 2 * plan.out_count), np.float32)
+    plan.im2col(x, col)
+    want = ref_im2col(x, (3, 2), (1, 2), (1, 1), (1, 1)).reshape(2, plan.col_rows, -1)
+    np.testing.assert_array_equal(col, want.transpose(1, 0, 2).reshape(col.shape))
+    with pytest.raises(ValueError):
+        plan.im2col(x, col, order="nck")
+
+
+def test_gemm_layout_moves_with_bias_and_its_gradient():
+    rs = np.random.RandomState(2)
+    m, oc, num, n0, nb = 4, 6, 5, 1, 3
+    gm = rs.standard_normal((m, nb * oc))
+    bias = rs.standard_normal(m)
+    y = np.full((num, m, oc), 7.0)
+    K.to_nchw(gm, n0, bias, True, y)
+    want = gm.reshape(m, nb, oc).transpose(1, 0, 2) + bias[None, :, None]
+    np.testing.assert_allclose(y[n0:n0 + nb], want, rtol=1e-15)
+    np.testing.assert_array_equal(y[0], 7.0)
+    K.to_nchw(gm, n0, bias[:0], False, y)
+    np.testing.assert_array_equal(y[n0:n0 + nb], gm.reshape(m, nb, oc).transpose(1, 0, 2))
+    back, db = np.empty_like(gm), np.ones(m)
+    K.from_nchw(y, n0, back, db, True)
+    np.testing.assert_array_equal(back, gm)
+    np.testing.assert_allclose(db, 1 + gm.sum(axis=1), rtol=1e-12)
+
+
+DEPTHWISE = [  # shape, multiplier, kernel, stride, pad, dilation
+    ((2, 3, 6, 7), 1, (3, 3), (1, 1), (1, 1), (1, 1)),
+    ((2, 3, 6, 7), 2, (3, 3), (2, 2), (1, 1), (1, 1)),    # channel multiplier, stride 2
+    ((1, 2, 7, 6), 1, (3, 2), (1, 2), (2, 0), (2, 1)),    # dilation, non-square
+    ((1, 4, 5, 5), 1, (1, 1), (1, 1), (0, 0), (1, 1)),    # 1x1
+    ((1, 2, 7, 7), 3, (2, 2), (3, 3), (0, 1), (1, 1)),    # stride > kernel
+]
+
+
+@pytest.mark.parametrize("shape,mult,kernel,stride,pad,dil", DEPTHWISE)
+def test_depthwise_matches_the_convolution_formula(shape, mult, kernel, stride, pad, dil):
+    rs = np.random.RandomState(3)
+    n, c = shape[:2]
+    m = c * mult
+    x = rs.standard_normal(shape)
+    w = rs.standard_normal((m, 1) + kernel)
+    b = rs.standard_normal(m)
+    want = ref_conv(x, w, b, stride, pad, dil, c)
+    y = np.full(want.shape, 7.0)
+    args = tuple(stride) + tuple(pad) + tuple(dil)
+    K.depthwise_forward(x, w, b, True, *args, y)
+    np.testing.assert_allclose(y, want, rtol=1e-10, atol=1e-10)
+    # backward: the adjoints of the forward, by the definition <dy, J v> = <J^T dy, v>
+    dy = rs.standard_normal(want.shape)
+    dx = np.full_like(x, 7.0)
+    K.depthwise_backward_data(dy, w, *args, dx)
+    dw, db = np.ones_like(w), np.ones(m)
+    K.depthwise_backward_weights(dy, x, *args, dw, db, True, True)
+    ref_dx = np.zeros_like(x)
+    ref_dw = np.zeros_like(w)
+    for idx in np.ndindex(*x.shape):                  # the forward is linear in x and in w
+        e = np.zeros_like(x)
+        e[idx] = 1.0
+        ref_dx[idx] = np.vdot(dy, ref_conv(e, w, None, stride, pad, dil, c))
+    for idx in np.ndindex(*w.shape):
+        e = np.zeros_like(w)
+        e[idx] = 1.0
+        ref_dw[idx] = np.vdot(dy, ref_conv(x, e, None, stride, pad, dil, c))
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(dw, 1 + ref_dw, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(db, 1 + dy.sum(axis=(0, 2, 3)), rtol=1e-10)
+
+
+def test_conv_kernels_do_not_depend_on_the_thread_count():
+    rs = np.random.RandomState(4)
+    x = rs.standard_normal((4, 6, 9, 9)).astype(np.float32)
+    w = rs.standard_normal((6, 1, 3, 3)).astype(np.float32)
+    args = (3, 3, 1, 1, 1, 1, 1, 1, 9, 9)
+    col = np.empty((54, 4 * 81), np.float32)
+    dy = rs.standard_normal((4, 6, 9, 9)).astype(np.float32)
+
+    def run():
+        K.im2col(x, 0, *args, col)
+        dx = np.empty_like(x)
+        K.col2im(col, 0, *args, dx)
+        y, dxd, dw = np.empty_like(x), np.empty_like(x), np.zeros_like(w)
+        K.depthwise_forward(x, w, w[:0, 0, 0, 0], False, 1, 1, 1, 1, 1, 1, y)
+        K.depthwise_backward_data(dy, w, 1, 1, 1, 1, 1, 1, dxd)
+        K.depthwise_backward_weights(dy, x, 1, 1, 1, 1, 1, 1, dw, w[:, 0, 0, 0].copy(), True,
+                                     False)
+        return col.copy(), dx, y, dxd, dw
+
+    before = threads.get_num_threads()
+    try:
+        threads.set_num_threads(1)
+        one = run()
+        threads.set_num_threads(2)
+        two = run()
+    finally:
+        threads.set_num_threads(before)
+    for a, b in zip(one, two):                  # every sum runs in one order per output
+        np.testing.assert_array_equal(a, b)
