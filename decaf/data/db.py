@@ -13,7 +13,7 @@
 
 Modes: ``"r"`` (read only; the DB must exist), ``"w"`` (read/write, created when missing),
 ``"new"`` (create; fails when it already exists, as Caffe's ``db::NEW``).
-LevelDB needs the optional ``plyvel`` package (``pip install plyvel``).
+LevelDB is read and written through ``plyvel`` (a core dependency).
 """
 import os
 import threading
@@ -363,9 +363,9 @@ def _plyvel():
     try:
         import plyvel
     except ImportError:
-        raise DBError("LevelDB support is an optional extra: it needs the 'plyvel' package "
-                      "(pip install plyvel), or use an LMDB (backend: LMDB / -backend lmdb)"
-                      ) from None
+        raise DBError("LevelDB needs the 'plyvel' package, a dependency of decaf that is "
+                      "missing here (pip install plyvel), or use an LMDB (backend: LMDB / "
+                      "-backend lmdb)") from None
     return plyvel
 
 

@@ -22,7 +22,7 @@ from google.protobuf import message as _pb_message
 from google.protobuf import text_format
 
 from ..errors import MissingFileError, PrototxtError, TruncatedFileError
-from . import caffe_pb2
+from . import caffe_pb2, compat
 from .upgrade import upgrade_net_as_needed, upgrade_solver_as_needed
 
 __all__ = [
@@ -166,14 +166,24 @@ def read_binary(path, msg_cls):
 
 
 def _parse_binary(data, msg_cls, name):
+    """Parse, skipping unknown fields (one warning names them) and decaf extension fields
+    that hold another fork's data (see :mod:`decaf.proto.compat`)."""
     what = msg_cls.DESCRIPTOR.name
+    dropped = ()
     try:
         msg = msg_cls.FromString(data)
     except (_pb_message.DecodeError, RuntimeError, ValueError) as e:
-        raise TruncatedFileError("file %s is truncated or not a %s: %s" % (name, what, e)) from None
+        try:
+            msg, dropped = compat.parse_with_fallback(data, msg_cls)
+        except (_pb_message.DecodeError, RuntimeError, ValueError):
+            msg = None
+        if msg is None or not dropped:
+            raise TruncatedFileError("file %s is truncated or not a %s: %s"
+                                     % (name, what, e)) from None
     if not msg.IsInitialized():
         raise TruncatedFileError("file %s is truncated or not a %s: missing required fields %s"
                                  % (name, what, ", ".join(msg.FindInitializationErrors())))
+    compat.warn_unknown_fields(msg, name, dropped)
     return msg
 
 
