@@ -5,8 +5,8 @@ gradient into the step, so the update is a plain subtraction).
 """
 import numpy as np
 
-from . import backend
-from .errors import ShapeMismatchError
+from . import backend, memory
+from .errors import BlobProtoError, ShapeMismatchError
 
 MAX_BLOB_AXES = 32
 
@@ -42,6 +42,10 @@ class Blob:
         count = 1
         for d in shape:
             count *= d
+        grow = max(count - self._data_buf.size, 0) + max(count - self._diff_buf.size, 0)
+        if grow:
+            memory.reserve(grow * self._dtype.itemsize, "a blob of shape %s (data and diff)"
+                           % (shape,))
         if count > self._data_buf.size:
             self._data_buf = self._xp.zeros(count, self._dtype)
         if count > self._diff_buf.size:
@@ -159,6 +163,7 @@ class Blob:
         """Load data (and diff, when present) from a BlobProto."""
         pshape = proto_shape(proto)
         if reshape:
+            _check_proto_count(proto, pshape)
             self.reshape(pshape)
         elif not self.shape_equals(proto):
             raise ShapeMismatchError("Trying to copy blobs of different sizes: blob %s, proto %s"
@@ -214,9 +219,24 @@ def proto_shape(proto):
     return tuple(proto.shape.dim)
 
 
+def _check_proto_count(proto, shape):
+    """The BlobProto's data holds exactly prod(shape) values (checked before any reshape, so a
+    file's absurd shape never allocates)."""
+    if any(d < 0 for d in shape):
+        raise BlobProtoError("BlobProto shape %s has a negative dimension" % (shape,))
+    count = 1
+    for d in shape:
+        count *= d
+    n = len(proto.double_data) if len(proto.double_data) else len(proto.data)
+    if n != count:
+        raise BlobProtoError("BlobProto of shape %s holds %d data values for a blob of count %d"
+                             % (shape, n, count))
+
+
 def blob_to_array(proto):
     """A BlobProto's data as a float32 (or float64) ndarray of its shape."""
     shape = proto_shape(proto)
+    _check_proto_count(proto, shape)
     if len(proto.double_data):
         return np.asarray(proto.double_data, dtype=np.float64).reshape(shape)
     return np.asarray(proto.data, dtype=np.float32).reshape(shape)

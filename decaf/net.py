@@ -10,9 +10,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import backend
+from . import backend, memory
 from .blob import Blob
-from .errors import NetError, ShapeMismatchError, WeightsError
+from .errors import DecafError, NetError, OutOfMemoryError, ShapeMismatchError, WeightsError
 from .layer import create_layer
 from .net_build import filter_net, insert_splits
 from .proto import caffe_pb2
@@ -90,10 +90,19 @@ class Net:
         self.params_lr, self.params_weight_decay = [], []
         self.has_params_lr, self.has_params_decay = [], []
         available = OrderedDict()
-        for layer_id, lp in enumerate(param.layer):
-            if not lp.HasField("phase"):
-                lp.phase = self.phase
-            self._add_layer(layer_id, lp, available)
+        with memory.budget("net %r" % param.name):
+            for layer_id, lp in enumerate(param.layer):
+                if not lp.HasField("phase"):
+                    lp.phase = self.phase
+                memory.set_owner(lp.name)
+                try:
+                    self._add_layer(layer_id, lp, available)
+                except MemoryError as e:
+                    if isinstance(e, DecafError):
+                        raise
+                    raise OutOfMemoryError("layer %r (%s): out of memory while setting it up "
+                                           "(%s)" % (lp.name, lp.type, e)) from None
+                memory.reserve_scratch(self.layers[-1])
         self._prune_backward(param)
         self._output_names = sorted(available)   # Caffe keeps them in a std::set
         for name in self._output_names:
