@@ -29,6 +29,22 @@ def _shape_str(shape):
     return "".join("%d " % d for d in shape) + "(%d)" % int(np.prod(shape, dtype=np.int64))
 
 
+def _naming_layer(err, lp):
+    """``err`` raised while adding layer ``lp``, its message naming the layer when it does not
+    yet (a blob's shape error, say); a bare MemoryError becomes an OutOfMemoryError."""
+    if not isinstance(err, DecafError):
+        return OutOfMemoryError("Layer %r (%s): out of memory while setting it up (%s)"
+                                % (lp.name, lp.type, err))
+    msg = str(err)
+    if repr(lp.name) in msg or ('"%s"' % lp.name) in msg:
+        return err
+    try:
+        named = type(err)("Layer %r (%s): %s" % (lp.name, lp.type, msg))
+    except Exception:  # noqa: BLE001 (an error class with another signature)
+        named = NetError("Layer %r (%s): %s" % (lp.name, lp.type, msg))
+    return named
+
+
 class Net:
     """pycaffe's ``caffe.Net``: ``Net(model, phase, level=0, stages=None, weights=None)``.
 
@@ -97,11 +113,8 @@ class Net:
                 memory.set_owner(lp.name)
                 try:
                     self._add_layer(layer_id, lp, available)
-                except MemoryError as e:
-                    if isinstance(e, DecafError):
-                        raise
-                    raise OutOfMemoryError("layer %r (%s): out of memory while setting it up "
-                                           "(%s)" % (lp.name, lp.type, e)) from None
+                except (DecafError, MemoryError) as e:
+                    raise _naming_layer(e, lp) from None
                 memory.reserve_scratch(self.layers[-1])
         self._prune_backward(param)
         self._output_names = sorted(available)   # Caffe keeps them in a std::set
