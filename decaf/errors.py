@@ -66,7 +66,11 @@ class DataSourceError(DecafError):
 
 
 class SnapshotError(DecafError, OSError):
-    """A snapshot that cannot be written (no space left, no permission); the previous one stays."""
+    """A snapshot that cannot be written (no space left, no permission); the previous one stays.
+    ``errno`` and ``filename`` are those of the failed write."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
 
 
 class UntrustedCodeError(DecafError):

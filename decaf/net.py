@@ -460,7 +460,13 @@ class Net:
         """Load weights by layer name from a .caffemodel, .caffemodel.h5 or NetParameter."""
         if isinstance(source, (str, os.PathLike)) and str(source).endswith(".h5"):
             return net_io.load_hdf5(self, str(source))
-        net_io.copy_from_param(self, net_io.load_weights_param(source))
+        param = net_io.load_weights_param(source)
+        try:
+            net_io.copy_from_param(self, param)
+        except ShapeMismatchError as e:    # a BlobProto whose data does not fill its shape
+            if not isinstance(source, (str, os.PathLike)):
+                raise
+            raise WeightsError("weights file %s: %s" % (os.fspath(source), e)) from None
 
     def copy_from(self, weights):
         """pycaffe copy_from; several comma-separated files are loaded in order."""

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from .blob import proto_shape
-from .errors import WeightsError
+from .errors import SnapshotError, WeightsError
 from .proto import caffe_pb2
 
 
@@ -88,9 +88,11 @@ def save_hdf5(net, path, write_diff=False):
                     if write_diff:
                         gd.create_dataset(str(j), data=to_numpy(blob.diff))
         pio.durable_replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and not isinstance(e, SnapshotError):
+            raise pio.write_error(path, e) from None
         raise
 
 

@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from . import memory
-from .errors import BlobProtoError, SolverError
+from .errors import BlobProtoError, SnapshotError, SolverError
 from .proto import caffe_pb2
 
 
@@ -65,9 +65,11 @@ def write_solver_state(filename, it, learned_net, current_step, history, hdf5=Fa
             for i, arr in enumerate(history):
                 g.create_dataset(str(i), data=arr)
         pio.durable_replace(tmp, filename)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and not isinstance(e, SnapshotError):
+            raise pio.write_error(filename, e) from None
         raise
 
 

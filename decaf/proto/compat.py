@@ -17,7 +17,7 @@ from . import caffe_pb2
 
 DECAF_EXTENSIONS = ("center_loss_param", "yolov3_loss_param")
 
-_TYPE_MESSAGE = 11  # FieldDescriptor.TYPE_MESSAGE
+_TYPE_STRING, _TYPE_MESSAGE = 9, 11  # FieldDescriptor.TYPE_STRING / TYPE_MESSAGE
 _fallback_pool = None
 
 
@@ -76,6 +76,19 @@ def parse_with_fallback(data, msg_cls):
                 dropped.append("LayerParameter field %d (layer %r)"
                                % (fields[name].number, m.name))
     return msg_cls.FromString(loose.SerializeToString()), dropped
+
+
+def first_invalid_string(msg):
+    """The name ("caffe.LayerParameter.name") of the first string field whose bytes are not
+    UTF-8 (protobuf hands those back as bytes), or None."""
+    for m in _submessages(msg):
+        for field, value in m.ListFields():
+            if field.type != _TYPE_STRING:
+                continue
+            values = value if field.is_repeated else [value]
+            if any(isinstance(v, bytes) for v in values):
+                return field.full_name
+    return None
 
 
 def unknown_field_summary(msg):

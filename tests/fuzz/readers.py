@@ -248,7 +248,7 @@ class DatumDB(Reader):
 
     def case(self, rng, seeds):
         records = list(seeds[:rng.randint(1, len(seeds))])
-        for _ in range(rng.randint(1, 3)):
+        for _ in range(rng.choice((0, 1, 1, 2, 3))):
             i = rng.randrange(len(records))
             records[i] = _corrupt_datum(records[i], rng)
         transform = rng.choice(("", "crop_size: 3", "crop_size: 50", "scale: 0.5",
@@ -274,9 +274,10 @@ def hdf5_spec(rng):
     missing, some lines mutated)."""
     files = []
     for k in range(rng.randint(1, 3)):
-        n = rng.choice((0, 1, 2, 5))
+        n = rng.choice((0, 1, 2, 5, 5))
         datasets = {}
-        for name in rng.sample(("data", "label", "other"), rng.randint(0, 3)):
+        names = [t for t in ("data", "label") if rng.random() < 0.85]
+        for name in names + (["other"] if rng.random() < 0.3 else []):
             dims = [rng.choice((n, n, 0, 1, 3))] + [rng.choice((0, 1, 2, 3))
                                                     for _ in range(rng.randint(0, 3))]
             datasets[name] = (dims, rng.choice(DTYPES if rng.random() < 0.3 else DTYPES[:2]))
