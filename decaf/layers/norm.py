@@ -122,7 +122,7 @@ class BatchNormLayer(Layer):
         if self._shape != (b.shape, b.dtype):
             xp = self.xp
             self._shape = (b.shape, b.dtype)
-            self._n, self._s = b.shape[0], b.count // (b.shape[0] * self.channels)
+            self._n, self._s = b.shape[0], b.count_range(2)   # spatial size (0-sized batches too)
             view = (self._n, self.channels, self._s)
             self._x_norm = xp.zeros(view, b.dtype)
             self._tmp = xp.zeros(view, b.dtype)

@@ -64,8 +64,15 @@ def _worker(conn, address_space):
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     if address_space and (soft == resource.RLIM_INFINITY or soft > address_space):
         resource.setrlimit(resource.RLIMIT_AS, (address_space, hard))
+    import logging
+    import warnings
     from decaf import glog
     glog.init_log(3)      # FATAL only: the fuzz output is the counts
+    logging.disable(logging.CRITICAL)
+    warnings.simplefilter("ignore")
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)      # and whatever C libraries print
+    os.dup2(null, 2)
     while True:
         case = conn.recv()
         if case is None:
