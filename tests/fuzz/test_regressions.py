@@ -1,0 +1,99 @@
+"""Cases the fuzzers found, each fixed at its root: kept as plain tests."""
+import h5py
+import numpy as np
+import pytest
+
+import decaf
+from decaf.errors import DecafError, SolverError, TruncatedFileError, WeightsError
+from decaf.proto import caffe_pb2, io
+from decaf.solver_state import learned_net_path, read_solver_state
+
+
+@pytest.mark.parametrize("kind", ["Convolution", "Deconvolution"])
+def test_a_batch_of_zero_images_builds_and_runs(kind):
+    net = decaf.Net('force_backward: true layer { name: "x" type: "Input" top: "x" input_param '
+                    '{ shape { dim: 0 dim: 3 dim: 6 dim: 6 } } } layer { name: "c" type: "%s" '
+                    'bottom: "x" top: "c" convolution_param { num_output: 2 kernel_size: 3 } } '
+                    'layer { name: "b" type: "BatchNorm" bottom: "c" top: "b" }' % kind,
+                    decaf.TEST)
+    assert net.forward()["b"].shape[:2] == (0, 2)
+    net.backward()
+
+
+def test_solverstate_history_that_does_not_fill_its_shape(tmp_path):
+    state = caffe_pb2.SolverState(iter=1)
+    h = state.history.add()
+    h.shape.dim.append(12)
+    h.data.extend([1, 2, 3, 4])
+    path = tmp_path / "s.solverstate"
+    path.write_bytes(state.SerializeToString())
+    with pytest.raises(SolverError, match=r"s\.solverstate: history blob 0: .*4 data values"):
+        read_solver_state(str(path))
+
+
+def test_learned_net_with_a_nul_byte():
+    with pytest.raises(SolverError, match="NUL byte"):
+        learned_net_path("w\x00.caffemodel", "s.solverstate")
+
+
+def test_string_field_that_is_not_utf8(tmp_path):
+    raw = caffe_pb2.NetParameter(name="ab").SerializeToString().replace(b"ab", b"\xe5\x01")
+    path = tmp_path / "w.caffemodel"
+    path.write_bytes(raw)
+    with pytest.raises(TruncatedFileError, match=r"w\.caffemodel.*caffe\.NetParameter\.name is "
+                                                 r"not UTF-8"):
+        io.read_binary(str(path), caffe_pb2.NetParameter)
+
+
+@pytest.mark.parametrize("datasets, message", [
+    ({"data": np.ones((0, 2), np.float32), "label": np.ones((0,), np.float32)}, "has no rows"),
+    ({"data": np.ones((2, 2), np.complex64), "label": np.ones((2,), np.float32)},
+     "complex64 data"),
+    ({"data": np.ones((2, 2), "S3"), "label": np.ones((2,), np.float32)}, "|S3 data"),
+])
+def test_hdf5_data_sources_with_wrong_contents(tmp_path, monkeypatch, datasets, message):
+    monkeypatch.chdir(tmp_path)
+    with h5py.File("f.h5", "w") as f:
+        for name, arr in datasets.items():
+            f.create_dataset(name, data=arr)
+    (tmp_path / "list.txt").write_bytes(b"f.h5\n")
+    with pytest.raises(DecafError, match=r"Layer 'h' \(HDF5Data\).*%s" % message.replace("|", r"\|")):
+        decaf.Net('layer { name: "h" type: "HDF5Data" top: "data" top: "label" '
+                  'hdf5_data_param { source: "list.txt" batch_size: 1 } }', decaf.TEST)
+
+
+def test_hdf5_source_list_that_is_not_text(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "list.txt").write_bytes(b"f\xff.h5\n")
+    with pytest.raises(DecafError, match="list.txt' is not a text list"):
+        decaf.Net('layer { name: "h" type: "HDF5Data" top: "data" top: "label" '
+                  'hdf5_data_param { source: "list.txt" batch_size: 1 } }', decaf.TEST)
+
+
+def test_image_list_errors_name_file_and_line(tmp_path):
+    from decaf.data.prefetch import read_image_list
+    (tmp_path / "l.txt").write_bytes(b"a.png 1\nb.png x\n")
+    with pytest.raises(DecafError, match=r"l\.txt:2: line 'b.png x'"):
+        read_image_list(str(tmp_path / "l.txt"))
+    (tmp_path / "l.txt").write_bytes(b"a\xff.png 1\n")
+    with pytest.raises(DecafError, match="not UTF-8"):
+        read_image_list(str(tmp_path / "l.txt"))
+
+
+def test_nul_in_image_path():
+    from decaf.data.datum import ImageError, read_image
+    with pytest.raises(ImageError, match="NUL byte"):
+        read_image("a\x00.png")
+
+
+def test_corrupt_hdf5_weights_name_the_file(tmp_path):
+    from decaf.testing.data import GOLDEN_DIR
+    import os
+    src = os.path.join(GOLDEN_DIR, "formats", "weights")
+    with open(os.path.join(src, "tiny_net.caffemodel.h5"), "rb") as f:
+        data = f.read()
+    path = tmp_path / "w.caffemodel.h5"
+    path.write_bytes(data[:len(data) // 2])
+    net = decaf.Net(os.path.join(src, "tiny_net.prototxt"), decaf.TEST)
+    with pytest.raises(WeightsError, match=str(path)):
+        net.copy_from(str(path))
