@@ -19,6 +19,13 @@ DECAF_EXTENSIONS = ("center_loss_param", "yolov3_loss_param")
 
 _TYPE_STRING, _TYPE_MESSAGE = 9, 11  # FieldDescriptor.TYPE_STRING / TYPE_MESSAGE
 _fallback_pool = None
+# Fields of known forks that decaf does not declare, named in the warning.
+KNOWN_FOREIGN = {
+    ("caffe.LayerParameter", 200): "SSD's annotated_data_param",
+    ("caffe.LayerParameter", 201): "SSD's multibox_loss_param",
+    ("caffe.LayerParameter", 205): "SSD's detection_evaluate_param",
+    ("caffe.LayerParameter", 207): "SSD's video_data_param",
+}
 
 
 def _fallback_class(msg_cls):
@@ -100,7 +107,9 @@ def unknown_field_summary(msg):
         except Exception:  # noqa: BLE001 (a protobuf without the API: nothing to name)
             return seen
         for f in fields:
-            key = "%s field %d" % (m.DESCRIPTOR.full_name, f.field_number)
+            known = KNOWN_FOREIGN.get((m.DESCRIPTOR.full_name, f.field_number))
+            key = "%s field %d%s" % (m.DESCRIPTOR.full_name, f.field_number,
+                                     " (%s)" % known if known else "")
             seen[key] = seen.get(key, 0) + 1
     return seen
 

@@ -120,3 +120,16 @@ def test_a_truncated_file_is_still_an_error(net_and_weights, tmp_path):
     bad.write_bytes(weights.read_bytes()[:-3])
     with pytest.raises(TruncatedFileError, match="bad.caffemodel"):
         io.read_binary(str(bad), caffe_pb2.NetParameter)
+
+
+def test_real_ssd_model_keeps_ssd_numbers_and_names_ssd_fields(capsys):
+    from decaf.testing.data import model_path
+    path = model_path("res10_ssd_face", "res10_300x300_ssd_iter_140000.caffemodel")
+    capsys.readouterr()
+    net = io.read_binary(path, caffe_pb2.NetParameter)
+    prior = [lp for lp in net.layer if lp.type == "PriorBox"]
+    assert prior and all(lp.prior_box_param.min_size for lp in prior)   # field 203, as SSD's
+    out = [lp for lp in net.layer if lp.type == "DetectionOutput"]
+    assert out and out[0].detection_output_param.num_classes == 2        # field 204
+    warnings = [l for l in capsys.readouterr().err.splitlines() if l.startswith("W")]
+    assert len(warnings) == 1 and "field 200 (SSD's annotated_data_param)" in warnings[0]
