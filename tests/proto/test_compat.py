@@ -129,7 +129,9 @@ def test_real_ssd_model_keeps_ssd_numbers_and_names_ssd_fields(capsys):
     net = io.read_binary(path, caffe_pb2.NetParameter)
     prior = [lp for lp in net.layer if lp.type == "PriorBox"]
     assert prior and all(lp.prior_box_param.min_size for lp in prior)   # field 203, as SSD's
-    out = [lp for lp in net.layer if lp.type == "DetectionOutput"]
-    assert out and out[0].detection_output_param.num_classes == 2        # field 204
+    perm = [lp for lp in net.layer if lp.type == "Permute"]
+    assert perm and list(perm[0].permute_param.order) == [0, 2, 3, 1]     # field 202
+    norm = [lp for lp in net.layer if lp.type == "Normalize"]
+    assert norm and norm[0].HasField("norm_param") and not norm[0].norm_param.across_spatial
     warnings = [l for l in capsys.readouterr().err.splitlines() if l.startswith("W")]
     assert len(warnings) == 1 and "field 200 (SSD's annotated_data_param)" in warnings[0]
