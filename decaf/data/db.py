@@ -250,6 +250,12 @@ class LMDB(DB):
             if not os.path.isfile(os.path.join(source, "data.mdb")):
                 raise DBError("cannot open LMDB %s: no data.mdb in it" % source)
             self.env = _EnvCache.acquire(source, lambda: self._open_readonly(lmdb, source))
+            try:
+                _check_lmdb_pages(self.env, source)
+            except DBError:
+                _EnvCache.release(source)
+                self.env = None
+                raise
         else:
             try:
                 self.env = lmdb.open(source, map_size=map_size, subdir=True, max_dbs=0)
@@ -298,25 +304,96 @@ class LMDB(DB):
             self.env = None
 
 
+def _check_lmdb_pages(env, source):
+    """A data.mdb shorter than its meta page says would make liblmdb read past the end of the
+    mapping (SIGBUS): refuse it as truncated."""
+    try:
+        need = (int(env.info()["last_pgno"]) + 1) * int(env.stat()["psize"])
+        size = os.path.getsize(os.path.join(source, "data.mdb"))
+    except Exception as e:  # noqa: BLE001 (lmdb.Error or OSError: unreadable)
+        raise DBError("cannot read LMDB %s: %s" % (source, e)) from None
+    if size < need:
+        raise DBError("LMDB %s is truncated or corrupt: data.mdb holds %d bytes, its meta page "
+                      "needs %d" % (source, size, need))
+    if size <= LMDB_CHECK_BYTES:
+        problem = _lmdb_page_problem(os.path.join(source, "data.mdb"),
+                                     int(env.stat()["psize"]), int(env.info()["last_pgno"]))
+        if problem:
+            raise DBError("LMDB %s is corrupt: %s" % (source, problem))
+
+
+# Databases up to this size have their pages checked when opened (liblmdb trusts them and
+# reads wherever a corrupt page points, which can kill the process).
+LMDB_CHECK_BYTES = 64 << 20
+_P_BRANCH, _P_LEAF, _P_OVERFLOW, _P_META = 0x01, 0x02, 0x04, 0x08
+_F_BIGDATA = 0x01
+
+
+def _lmdb_page_problem(path, psize, last):
+    """What is wrong with the branch/leaf pages of an LMDB data file (64-bit layout), or "":
+    every node must lie inside its page and every page number inside the file."""
+    import struct
+    with open(path, "rb") as f:
+        data = f.read((last + 1) * psize)
+    pgno = 2
+    while pgno <= last:
+        page = data[pgno * psize:(pgno + 1) * psize]
+        flags, lower, upper = struct.unpack_from("<HHH", page, 10)
+        if flags & _P_OVERFLOW:
+            pgno += max(struct.unpack_from("<I", page, 12)[0], 1)
+            continue
+        if flags & (_P_BRANCH | _P_LEAF) and not flags & _P_META:
+            if not 16 <= lower <= upper <= psize:
+                return "page %d has a bad header" % pgno
+            for i in range((lower - 16) // 2):
+                off = struct.unpack_from("<H", page, 16 + 2 * i)[0]
+                if not upper <= off <= psize - 8:
+                    return "page %d: node %d lies outside the page" % (pgno, i)
+                lo, hi, nflags, ksize = struct.unpack_from("<HHHH", page, off)
+                if flags & _P_BRANCH:
+                    child = lo | hi << 16 | nflags << 32
+                    if child > last or off + 8 + ksize > psize:
+                        return "page %d: node %d points outside the file" % (pgno, i)
+                elif nflags & _F_BIGDATA:
+                    if off + 16 + ksize > psize:
+                        return "page %d: node %d runs past the page" % (pgno, i)
+                    over = struct.unpack_from("<Q", page, off + 8 + ksize)[0]
+                    dsize = lo | hi << 16
+                    if over > last or over * psize + 16 + dsize > len(data):
+                        return "page %d: node %d points outside the file" % (pgno, i)
+                elif off + 8 + ksize + (lo | hi << 16) > psize:
+                    return "page %d: node %d runs past the page" % (pgno, i)
+        pgno += 1
+    return ""
+
+
+def _lmdb_read(what, fn):
+    """fn(), with liblmdb's errors on a corrupt file (MDB_CORRUPTED...) as DBError."""
+    try:
+        return fn()
+    except _lmdb().Error as e:
+        raise DBError("LMDB read failed (%s): %s (the database is corrupt?)" % (what, e)) from None
+
+
 class LMDBCursor(Cursor):
     """A read transaction and a cursor on it (LMDB::NewCursor)."""
 
     def __init__(self, env):
-        self._txn = env.begin(write=False, buffers=False)
+        self._txn = _lmdb_read("begin", lambda: env.begin(write=False, buffers=False))
         self._cur = self._txn.cursor()
-        self._valid = self._cur.first()
+        self._valid = _lmdb_read("first record", self._cur.first)
 
     def seek_to_first(self):
-        self._valid = self._cur.first()
+        self._valid = _lmdb_read("first record", self._cur.first)
 
     def next(self):
-        self._valid = self._cur.next()
+        self._valid = _lmdb_read("next record", self._cur.next)
 
     def key(self):
-        return self._cur.key()
+        return _lmdb_read("key", self._cur.key)
 
     def value(self):
-        return self._cur.value()
+        return _lmdb_read("value", self._cur.value)
 
     def valid(self):
         return self._valid

@@ -42,6 +42,8 @@ def run_case(case):
     try:
         os.chdir(work)
         for rel, data in case["files"].items():
+            if os.path.dirname(rel):
+                os.makedirs(os.path.dirname(rel), exist_ok=True)
             with open(rel, "wb") as f:
                 f.write(data)
         reader.run(case)

@@ -195,10 +195,14 @@ class BinaryProto(Reader):
 # -- databases of Datum --------------------------------------------------------------------------
 
 def _datum_records():
-    from decaf.data.db import open_db
+    import lmdb
     src = os.path.join(FORMATS, "db", "mnist_tiny_lmdb")
-    with open_db("lmdb", src, "r") as db:
-        return [bytes(v) for _, v in db.cursor()]
+    env = lmdb.open(src, readonly=True, lock=False)     # the repository's copy stays untouched
+    try:
+        with env.begin() as txn:
+            return [bytes(v) for _, v in txn.cursor()]
+    finally:
+        env.close()
 
 
 def _corrupt_datum(value, rng):
@@ -262,6 +266,30 @@ class DatumDB(Reader):
             for i, value in enumerate(case["spec"]):
                 txn.put(b"%08d" % i, value)
         _build_and_forward("net.prototxt")
+
+
+class DatumDBFiles(Reader):
+    """A real database whose files are corrupted (bytes of the LevelDB log, manifest or
+    CURRENT; LMDB's data.mdb), read by a Data layer."""
+
+    def __init__(self, backend):
+        self.backend, self.name = backend, "%s_file" % backend
+
+    def seeds(self):
+        d = os.path.join(FORMATS, "db", "mnist_tiny_%s" % self.backend)
+        return [{n: _read(os.path.join(d, n)) for n in os.listdir(d) if n != "lock.mdb"}]
+
+    def case(self, rng, seeds):
+        files = dict(seeds[0])
+        target = rng.choice(sorted(n for n in files if files[n]))
+        files[target] = mutate.mutate_binary(files[target], rng)
+        net = DATA_NET % ("", rng.choice((1, 4)), self.backend.upper())
+        out = {"db/" + n: data for n, data in files.items()}
+        out["net.prototxt"] = net.encode()
+        return {"files": out, "main": "db"}
+
+    def run(self, case):
+        _build_and_forward("net.prototxt", forwards=3)
 
 
 # -- files named by lists ------------------------------------------------------------------------
@@ -434,7 +462,7 @@ READERS = {r.name: r for r in (
     NetPrototxt(), SolverPrototxt(), Weights(".caffemodel", "caffemodel"),
     Weights(".caffemodel.h5", "caffemodel_h5"), SolverState("*.solverstate", "solverstate"),
     SolverState("*.solverstate.h5", "solverstate_h5"), BinaryProto(), DatumDB("lmdb"),
-    DatumDB("leveldb"), HDF5Data(), ImageData(), WindowData(), NetGraph())}
+    DatumDB("leveldb"), DatumDBFiles("lmdb"), DatumDBFiles("leveldb"), HDF5Data(), ImageData(), WindowData(), NetGraph())}
 
 
 def make_cases(name, n, seed=0):

@@ -97,3 +97,32 @@ def test_corrupt_hdf5_weights_name_the_file(tmp_path):
     net = decaf.Net(os.path.join(src, "tiny_net.prototxt"), decaf.TEST)
     with pytest.raises(WeightsError, match=str(path)):
         net.copy_from(str(path))
+
+
+def _lmdb_with_many_pages(path):
+    from decaf.data.db import open_db
+    with open_db("lmdb", str(path), "new") as db, db.writer() as txn:
+        for i in range(600):                     # small records: many leaves, branch pages
+            txn.put(b"small%06d" % i, b"x" * (i % 50))
+        for i in range(5):                       # big records: overflow pages
+            txn.put(b"big%d" % i, bytes([i]) * 20000)
+
+
+def test_lmdb_page_check_accepts_real_databases_and_refuses_corrupt_ones(tmp_path):
+    import os
+    from decaf.data.db import DBError, open_db
+    _lmdb_with_many_pages(tmp_path / "db")
+    with open_db("lmdb", str(tmp_path / "db"), "r") as db:
+        values = [v for _, v in db.cursor()]
+    assert len(values) == 605 and values[0] == bytes([0]) * 20000
+    data = (tmp_path / "db" / "data.mdb").read_bytes()
+    os.makedirs(tmp_path / "short")
+    (tmp_path / "short" / "data.mdb").write_bytes(data[:len(data) - 4096])
+    with pytest.raises(DBError, match="short is truncated or corrupt"):
+        open_db("lmdb", str(tmp_path / "short"), "r")
+    os.makedirs(tmp_path / "bad")
+    bad = bytearray(data)
+    bad[2 * 4096 + 16:2 * 4096 + 18] = b"\xff\x0f"   # the first node of page 2 points away
+    (tmp_path / "bad" / "data.mdb").write_bytes(bytes(bad))
+    with pytest.raises(DBError, match="bad is corrupt: page 2"):
+        open_db("lmdb", str(tmp_path / "bad"), "r")
