@@ -45,7 +45,7 @@ class Blob:
         grow = max(count - self._data_buf.size, 0) + max(count - self._diff_buf.size, 0)
         if grow:
             memory.reserve(grow * self._dtype.itemsize, "a blob of shape %s (data and diff)"
-                           % (shape,))
+                           % (shape,), on_gpu=self._xp is not np)
         if count > self._data_buf.size:
             self._data_buf = self._xp.zeros(count, self._dtype)
         if count > self._diff_buf.size:

@@ -187,8 +187,33 @@ def reserve_scratch(layer):
         b.scratch = need
 
 
-def reserve(nbytes, detail):
-    """Account for an allocation of ``nbytes`` about to happen (raises before it happens)."""
+def _gpu_pool_free():
+    try:
+        import cupy
+        pool = cupy.get_default_memory_pool()
+        return int(pool.total_bytes() - pool.used_bytes())
+    except Exception:  # noqa: BLE001
+        return 0
+
+
+def _gpu_free():
+    """Free bytes on the current CUDA device, or None."""
+    try:
+        import cupy
+        return int(cupy.cuda.runtime.memGetInfo()[0])
+    except Exception:  # noqa: BLE001 (no CuPy or no device: nothing to check against)
+        return None
+
+
+def reserve(nbytes, detail, on_gpu=False):
+    """Account for an allocation of ``nbytes`` about to happen (raises before it happens).
+    Device memory is checked on its own against the device's free memory (plus CuPy's pool)."""
+    if on_gpu:
+        free = _gpu_free()
+        if free is not None and nbytes > free + _gpu_pool_free():
+            raise OutOfMemoryError("%s would take %s on the GPU, %s is free; set %s or use "
+                                   "smaller layers" % (detail, human(nbytes), human(free), ENV))
+        return
     b = getattr(_local, "budget", None)
     if b is not None:
         b.add(nbytes, detail)

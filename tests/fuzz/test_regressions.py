@@ -126,3 +126,29 @@ def test_lmdb_page_check_accepts_real_databases_and_refuses_corrupt_ones(tmp_pat
     (tmp_path / "bad" / "data.mdb").write_bytes(bytes(bad))
     with pytest.raises(DBError, match="bad is corrupt: page 2"):
         open_db("lmdb", str(tmp_path / "bad"), "r")
+
+
+INPUT = 'layer { name: "in" type: "Input" top: "in" input_param { shape { %s } } } '
+
+
+@pytest.mark.parametrize("text, error, message", [
+    (INPUT % "dim: 2 dim: 3" + 'layer { name: "a" type: "ReLU" bottom: "b" top: "a" } '
+     'layer { name: "b" type: "ReLU" bottom: "a" top: "b" }', "NetError",
+     r"Unknown bottom blob 'b' \(layer 'a'"),                                     # a cycle
+    (INPUT % "dim: 2" + 'layer { name: "r" type: "ReLU" bottom: "nowhere" top: "r" }',
+     "NetError", "Unknown bottom blob 'nowhere'"),
+    (INPUT % "dim: 2" + 'layer { name: "e" type: "EuclideanLoss" bottom: "in" top: "e" }',
+     "LayerSetupError", r"Layer 'e'.*2 bottom"),                               # wrong count
+    (INPUT % "dim: 2 dim: -3", "ShapeMismatchError", r"Layer 'in' \(Input\).*negative"),
+    (INPUT % "dim: 0 dim: 3" + 'layer { name: "ip" type: "InnerProduct" bottom: "in" '
+     'top: "ip" inner_product_param { num_output: 2 } }', None, None),          # 0 builds
+    (INPUT % "dim: 999999999 dim: 999999999", "OutOfMemoryError",
+     r"Largest layers: layer 'in'"),
+])
+def test_net_builder_errors_name_the_layer(text, error, message):
+    import decaf.errors as errors
+    if error is None:
+        decaf.Net(text, decaf.TEST)
+        return
+    with pytest.raises(getattr(errors, error), match=message):
+        decaf.Net(text, decaf.TEST)
