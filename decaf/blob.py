@@ -9,6 +9,7 @@ from . import backend, memory
 from .errors import BlobProtoError, ShapeMismatchError
 
 MAX_BLOB_AXES = 32
+MAX_BLOB_BYTES = np.iinfo(np.intp).max
 
 
 class Blob:
@@ -39,9 +40,13 @@ class Blob:
             raise ShapeMismatchError("blob shape %s has a negative dimension" % (shape,))
         if shape == self._shape:
             return
-        count = 1
+        count = nonzero = 1
         for d in shape:
             count *= d
+            nonzero *= max(d, 1)
+        if nonzero * self._dtype.itemsize > MAX_BLOB_BYTES:     # NumPy's limit, even at count 0
+            raise ShapeMismatchError("blob shape %s is too large (more than %d bytes)"
+                                     % (shape, MAX_BLOB_BYTES))
         grow = max(count - self._data_buf.size, 0) + max(count - self._diff_buf.size, 0)
         if grow:
             memory.reserve(grow * self._dtype.itemsize, "a blob of shape %s (data and diff)"

@@ -44,6 +44,9 @@ def array_to_datum(arr, label=None):
 def datum_to_array(datum, dtype=None):
     """The C x H x W array of a Datum: uint8 for byte data (also for encoded images, decoded
     natively), float32 for float_data (pass dtype=float for pycaffe's float64)."""
+    if min(datum.channels, datum.height, datum.width) < 0:
+        raise DecafError("Datum has a negative size: channels %d x height %d x width %d"
+                         % (datum.channels, datum.height, datum.width))
     if datum.encoded:
         arr = decode_datum(datum)
     elif len(datum.data):

@@ -62,6 +62,6 @@ def test_harness_classifies_every_outcome(monkeypatch):
     kinds = ["ok", "error", "unnamed", "internal", "hang", "kill", "memory", "ok"]
     cases = [{"reader": "selftest", "files": {}, "main": "x.bin", "spec": k, "id": k}
              for k in kinds]
-    with harness.Harness(timeout=3.0) as h:
+    with harness.Harness(timeout=1.0) as h:
         got = [h.run(c)[0] for c in cases]
     assert got == ["ok", "error", "unnamed", "internal", "hang", "kill", "internal", "ok"]

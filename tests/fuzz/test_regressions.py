@@ -152,3 +152,29 @@ def test_net_builder_errors_name_the_layer(text, error, message):
         return
     with pytest.raises(getattr(errors, error), match=message):
         decaf.Net(text, decaf.TEST)
+
+
+def test_blob_shape_beyond_numpy_limits_even_with_a_zero():
+    from decaf.blob import Blob
+    from decaf.errors import ShapeMismatchError
+    with pytest.raises(ShapeMismatchError, match="too large"):
+        Blob((0, 5, 999999999, 999999999))
+
+
+def test_datum_with_negative_size():
+    from decaf.data.datum import datum_to_array
+    with pytest.raises(DecafError, match="negative size"):
+        datum_to_array(caffe_pb2.Datum(channels=-1, height=0, width=0, data=b""))
+
+
+def test_softmax_of_a_scalar_blob_is_a_layer_error():
+    with pytest.raises(DecafError, match=r"Layer 's' \(Softmax\).*has no axes"):
+        decaf.Net('layer { name: "in" type: "Input" top: "in" input_param { shape { } } } '
+                  'layer { name: "s" type: "Softmax" bottom: "in" top: "s" }', decaf.TEST)
+
+
+def test_exp_with_an_overflowing_shift_is_inf_as_in_caffe():
+    net = decaf.Net('layer { name: "in" type: "Input" top: "in" input_param { shape { dim: 1 } } '
+                    '} layer { name: "e" type: "Exp" bottom: "in" top: "e" exp_param { shift: '
+                    '999999999 } }', decaf.TEST)
+    assert net.layers[1].outer_scale == float("inf")
