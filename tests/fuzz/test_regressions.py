@@ -170,7 +170,8 @@ def test_datum_with_negative_size():
 def test_softmax_of_a_scalar_blob_is_a_layer_error():
     with pytest.raises(DecafError, match=r"Layer 's' \(Softmax\).*has no axes"):
         decaf.Net('layer { name: "in" type: "Input" top: "in" input_param { shape { } } } '
-                  'layer { name: "s" type: "Softmax" bottom: "in" top: "s" }', decaf.TEST)
+                  'layer { name: "s" type: "Softmax" bottom: "in" top: "s" '
+                  'softmax_param { axis: 0 } }', decaf.TEST)
 
 
 def test_exp_with_an_overflowing_shift_is_inf_as_in_caffe():
