@@ -14,7 +14,8 @@ layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim:
 layer { name: "py" type: "Python" bottom: "data" top: "out"
         python_param { module: "decaf_fuzz_never_imported" layer: "X" } }
 """
-PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "decaf")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGES = [os.path.join(REPO, "decaf"), os.path.join(REPO, "caffe")]
 
 
 @pytest.fixture
@@ -52,26 +53,32 @@ def _calls(tree):
             yield node, (f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", ""))
 
 
+def _sources():
+    for package in PACKAGES:
+        for root, _, files in os.walk(package):
+            for name in files:
+                if name.endswith(".py") and name != "caffe_pb2.py":
+                    yield os.path.join(root, name)
+
+
 def test_nothing_unpickles():
-    """No module of the package imports pickle (or its kin), and every np.load passes
+    """No module of decaf or caffe imports pickle (or its kin), and every np.load passes
     allow_pickle=False."""
-    for root, _, files in os.walk(PACKAGE):
-        for name in files:
-            if not name.endswith(".py") or name == "caffe_pb2.py":
-                continue
-            path = os.path.join(root, name)
-            with open(path) as f:
-                tree = ast.parse(f.read(), path)
-            for node in ast.walk(tree):
-                if isinstance(node, (ast.Import, ast.ImportFrom)):
-                    mods = [a.name for a in node.names] + [getattr(node, "module", "") or ""]
-                    bad = [m for m in mods if m.split(".")[0] in ("pickle", "cPickle", "dill",
-                                                                   "joblib", "shelve", "marshal")]
-                    assert not bad, "%s:%d imports %s" % (path, node.lineno, bad)
-            for call, fname in _calls(tree):
-                if fname == "load" and isinstance(call.func, ast.Attribute) and \
-                        getattr(call.func.value, "id", "") in ("np", "numpy"):
-                    kw = {k.arg: k.value for k in call.keywords}
-                    assert isinstance(kw.get("allow_pickle"), ast.Constant) and \
-                        kw["allow_pickle"].value is False, \
-                        "%s:%d: np.load without allow_pickle=False" % (path, call.lineno)
+    paths = list(_sources())
+    assert len(paths) > 50
+    for path in paths:
+        with open(path) as f:
+            tree = ast.parse(f.read(), path)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                mods = [a.name for a in node.names] + [getattr(node, "module", "") or ""]
+                bad = [m for m in mods if m.split(".")[0] in ("pickle", "cPickle", "dill",
+                                                               "joblib", "shelve", "marshal")]
+                assert not bad, "%s:%d imports %s" % (path, node.lineno, bad)
+        for call, fname in _calls(tree):
+            if fname == "load" and isinstance(call.func, ast.Attribute) and \
+                    getattr(call.func.value, "id", "") in ("np", "numpy"):
+                kw = {k.arg: k.value for k in call.keywords}
+                assert isinstance(kw.get("allow_pickle"), ast.Constant) and \
+                    kw["allow_pickle"].value is False, \
+                    "%s:%d: np.load without allow_pickle=False" % (path, call.lineno)
