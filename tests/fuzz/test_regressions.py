@@ -179,3 +179,17 @@ def test_exp_with_an_overflowing_shift_is_inf_as_in_caffe():
                     '} layer { name: "e" type: "Exp" bottom: "in" top: "e" exp_param { shift: '
                     '999999999 } }', decaf.TEST)
     assert net.layers[1].outer_scale == float("inf")
+
+
+def test_filler_errors_and_empty_blobs():
+    from decaf.blob import Blob
+    from decaf.filler import fill
+    with pytest.raises(DecafError, match="std must not be negative"):
+        fill(Blob((2, 2)), caffe_pb2.FillerParameter(type="gaussian", std=-1))
+    for kind in ("xavier", "msra", "gaussian", "positive_unitball", "uniform"):
+        fill(Blob((0, 3)), caffe_pb2.FillerParameter(type=kind))   # nothing to fill
+    with pytest.raises(DecafError, match=r"Layer 'ip' \(InnerProduct\).*std must not be"):
+        decaf.Net('layer { name: "in" type: "Input" top: "in" input_param { shape { dim: 1 '
+                  'dim: 2 } } } layer { name: "ip" type: "InnerProduct" bottom: "in" top: "ip" '
+                  'inner_product_param { num_output: 2 weight_filler { type: "gaussian" '
+                  'std: -1 } } }', decaf.TEST)
