@@ -193,3 +193,10 @@ def test_filler_errors_and_empty_blobs():
                   'dim: 2 } } } layer { name: "ip" type: "InnerProduct" bottom: "in" top: "ip" '
                   'inner_product_param { num_output: 2 weight_filler { type: "gaussian" '
                   'std: -1 } } }', decaf.TEST)
+
+
+def test_mean_reduction_over_an_empty_axis_builds():
+    net = decaf.Net('layer { name: "in" type: "Input" top: "in" input_param { shape { dim: 2 '
+                    'dim: 0 } } } layer { name: "r" type: "Reduction" bottom: "in" top: "r" '
+                    'reduction_param { operation: MEAN axis: 1 } }', decaf.TEST)
+    assert net.layers[1].coeff == float("inf")
