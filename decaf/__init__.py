@@ -24,7 +24,9 @@ from . import io  # noqa: F401,E402
 _LAZY = {"Classifier": "classifier", "Detector": "detector", "init_log": "glog", "log": "glog",
          "Solver": "solver", "SGDSolver": "solver", "NesterovSolver": "solver",
          "AdaGradSolver": "solver", "RMSPropSolver": "solver", "AdaDeltaSolver": "solver",
-         "AdamSolver": "solver", "get_solver": "solver"}
+         "AdamSolver": "solver", "get_solver": "solver",
+         "set_python_layers_allowed": "layers.python_layer",
+         "python_layers_allowed": "layers.python_layer"}
 
 
 def __getattr__(name):
@@ -42,4 +44,4 @@ __all__ = ["__version__", "set_mode_cpu", "set_mode_gpu", "set_device", "set_ran
            "layer_type_list", "create_layer", "Net", "Solver", "SGDSolver", "NesterovSolver",
            "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver", "AdamSolver", "get_solver",
            "init_log", "log", "has_nccl", "NCCL", "NetSpec", "to_proto", "params", "Timer", "io",
-           "Classifier", "Detector"]
+           "Classifier", "Detector", "set_python_layers_allowed", "python_layers_allowed"]

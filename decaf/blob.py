@@ -10,10 +10,11 @@ gradient into the step, so the update is a plain subtraction).
 """
 import numpy as np
 
-from . import backend
-from .errors import ShapeMismatchError
+from . import backend, memory
+from .errors import BlobProtoError, ShapeMismatchError
 
 MAX_BLOB_AXES = 32
+MAX_BLOB_BYTES = np.iinfo(np.intp).max
 
 
 class Blob:
@@ -45,9 +46,20 @@ class Blob:
             raise ShapeMismatchError("blob shape %s has a negative dimension" % (shape,))
         if shape == self._shape:
             return
-        count = 1
+        count = nonzero = 1
         for d in shape:
             count *= d
+            nonzero *= max(d, 1)
+        if nonzero * self._dtype.itemsize > MAX_BLOB_BYTES:     # NumPy's limit, even at count 0
+            raise ShapeMismatchError("blob shape %s is too large (more than %d bytes)"
+                                     % (shape, MAX_BLOB_BYTES))
+        # data and diff are counted together, the diff as the first backward will allocate it
+        # (an unallocated diff was counted with the data, up to the data's size)
+        diff_size = self._data_buf.size if self._diff_buf is None else self._diff_buf.size
+        grow = max(count - self._data_buf.size, 0) + max(count - diff_size, 0)
+        if grow:
+            memory.reserve(grow * self._dtype.itemsize, "a blob of shape %s (data and diff)"
+                           % (shape,), on_gpu=self._xp is not np)
         if count > self._data_buf.size:
             self._data_buf = self._xp.zeros(count, self._dtype)
         if self._diff_buf is not None and count > self._diff_buf.size:
@@ -192,6 +204,7 @@ class Blob:
         """Load data (and diff, when present) from a BlobProto."""
         pshape = proto_shape(proto)
         if reshape:
+            _check_proto_count(proto, pshape)
             self.reshape(pshape)
         elif not self.shape_equals(proto):
             raise ShapeMismatchError("Trying to copy blobs of different sizes: blob %s, proto %s"
@@ -247,9 +260,24 @@ def proto_shape(proto):
     return tuple(proto.shape.dim)
 
 
+def _check_proto_count(proto, shape):
+    """The BlobProto's data holds exactly prod(shape) values (checked before any reshape, so a
+    file's absurd shape never allocates)."""
+    if any(d < 0 for d in shape):
+        raise BlobProtoError("BlobProto shape %s has a negative dimension" % (shape,))
+    count = 1
+    for d in shape:
+        count *= d
+    n = len(proto.double_data) if len(proto.double_data) else len(proto.data)
+    if n != count:
+        raise BlobProtoError("BlobProto of shape %s holds %d data values for a blob of count %d"
+                             % (shape, n, count))
+
+
 def blob_to_array(proto):
     """A BlobProto's data as a float32 (or float64) ndarray of its shape."""
     shape = proto_shape(proto)
+    _check_proto_count(proto, shape)
     if len(proto.double_data):
         return np.asarray(proto.double_data, dtype=np.float64).reshape(shape)
     return np.asarray(proto.data, dtype=np.float32).reshape(shape)

@@ -29,6 +29,10 @@ class ShapeMismatchError(DecafError):
     """Two blobs whose shapes must agree do not."""
 
 
+class BlobProtoError(ShapeMismatchError, ValueError):
+    """A BlobProto whose data does not fill its shape (or whose shape is negative)."""
+
+
 class UnknownLayerTypeError(DecafError):
     """A layer type that no registered layer implements."""
 
@@ -51,3 +55,23 @@ class SolverError(DecafError):
 
 class MissingFileError(DecafError, FileNotFoundError):
     """A file named in a model, solver or command line that does not exist."""
+
+
+class OutOfMemoryError(DecafError, MemoryError):
+    """Memory that would be taken beyond what is available (checked before allocating)."""
+
+
+class DataSourceError(DecafError):
+    """A data source (database, image list, HDF5 source, window file) that cannot be read."""
+
+
+class SnapshotError(DecafError, OSError):
+    """A snapshot that cannot be written (no space left, no permission); the previous one stays.
+    ``errno`` and ``filename`` are those of the failed write."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
+
+
+class UntrustedCodeError(DecafError):
+    """Code execution refused: Python layers are switched off (DECAF_NO_PYTHON_LAYERS)."""

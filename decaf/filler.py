@@ -91,6 +91,10 @@ def fill(blob, filler_param):
         raise DecafError("Unknown filler type %r (known: %s)" % (kind, ", ".join(sorted(FILLERS))))
     if kind != "gaussian" and filler_param.sparse != -1:
         raise DecafError("Sparsity not supported by the %r filler" % kind)
+    if kind == "gaussian" and not filler_param.std >= 0:
+        raise DecafError("gaussian filler: std must not be negative, got %g" % filler_param.std)
+    if blob.count == 0:
+        return   # nothing to fill (and fan_in / fan_out may be 0)
     FILLERS[kind](filler_param, blob)
 
 

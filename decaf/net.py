@@ -10,9 +10,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import backend
+from . import backend, memory
 from .blob import Blob
-from .errors import NetError, ShapeMismatchError, WeightsError
+from .errors import DecafError, NetError, OutOfMemoryError, ShapeMismatchError, WeightsError
 from .layer import create_layer
 from .net_build import filter_net, insert_splits
 from .proto import caffe_pb2
@@ -28,6 +28,22 @@ def _log(msg, line):
 def _shape_str(shape):
     """Caffe's Blob::shape_string: "64 1 28 28 (50176)", "(1)" for a scalar."""
     return "".join("%d " % d for d in shape) + "(%d)" % int(np.prod(shape, dtype=np.int64))
+
+
+def _naming_layer(err, lp):
+    """``err`` raised while adding layer ``lp``, its message naming the layer when it does not
+    yet (a blob's shape error, say); a bare MemoryError becomes an OutOfMemoryError."""
+    if not isinstance(err, DecafError):
+        return OutOfMemoryError("Layer %r (%s): out of memory while setting it up (%s)"
+                                % (lp.name, lp.type, err))
+    msg = str(err)
+    if repr(lp.name) in msg or ('"%s"' % lp.name) in msg:
+        return err
+    try:
+        named = type(err)("Layer %r (%s): %s" % (lp.name, lp.type, msg))
+    except Exception:  # noqa: BLE001 (an error class with another signature)
+        named = NetError("Layer %r (%s): %s" % (lp.name, lp.type, msg))
+    return named
 
 
 class Net:
@@ -91,10 +107,16 @@ class Net:
         self.params_lr, self.params_weight_decay = [], []
         self.has_params_lr, self.has_params_decay = [], []
         available = OrderedDict()
-        for layer_id, lp in enumerate(param.layer):
-            if not lp.HasField("phase"):
-                lp.phase = self.phase
-            self._add_layer(layer_id, lp, available)
+        with memory.budget("net %r" % param.name):
+            for layer_id, lp in enumerate(param.layer):
+                if not lp.HasField("phase"):
+                    lp.phase = self.phase
+                memory.set_owner(lp.name)
+                try:
+                    self._add_layer(layer_id, lp, available)
+                except (DecafError, MemoryError) as e:
+                    raise _naming_layer(e, lp) from None
+                memory.reserve_scratch(self.layers[-1])
         self._prune_backward(param)
         for layer, need in zip(self.layers, self.layer_need_backward):
             layer.needs_backward = need     # False: Backward never runs (no copies kept for it)
@@ -455,7 +477,13 @@ class Net:
         """Load weights by layer name from a .caffemodel, .caffemodel.h5 or NetParameter."""
         if isinstance(source, (str, os.PathLike)) and str(source).endswith(".h5"):
             return net_io.load_hdf5(self, str(source))
-        net_io.copy_from_param(self, net_io.load_weights_param(source))
+        param = net_io.load_weights_param(source)
+        try:
+            net_io.copy_from_param(self, param)
+        except ShapeMismatchError as e:    # a BlobProto whose data does not fill its shape
+            if not isinstance(source, (str, os.PathLike)):
+                raise
+            raise WeightsError("weights file %s: %s" % (os.fspath(source), e)) from None
 
     def copy_from(self, weights):
         """pycaffe copy_from; several comma-separated files are loaded in order."""

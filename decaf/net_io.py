@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from .blob import proto_shape
-from .errors import WeightsError
+from .errors import SnapshotError, WeightsError
 from .proto import caffe_pb2
 
 
@@ -96,38 +96,56 @@ def save_hdf5(net, path, write_diff=False):
                     if write_diff:
                         gd.create_dataset(str(j), data=to_numpy(blob.diff))
         pio.durable_replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and not isinstance(e, SnapshotError):
+            raise pio.write_error(path, e) from None
         raise
 
 
 def load_hdf5(net, path):
-    """Caffe's CopyTrainedLayersFromHDF5."""
+    """Caffe's CopyTrainedLayersFromHDF5. A file HDF5 cannot read (corrupt, truncated, not
+    HDF5) or whose layout is not Caffe's is a WeightsError naming it."""
     import h5py
     try:
         f = h5py.File(path, "r")
     except OSError as e:
         raise WeightsError("cannot read HDF5 weights %s: %s" % (path, e)) from None
-    with f:
-        if "data" not in f:
-            raise WeightsError("%s has no /data group: not a Caffe HDF5 weights file" % path)
-        for name, group in f["data"].items():
-            lid = net.layer_index.get(name)
-            if lid is None:
-                _ignoring(name, 799)
-                continue
-            target = net.layers[lid].blobs
-            if len(group) > len(target):
-                raise WeightsError("Incompatible number of blobs for layer %r" % name)
-            for j, blob in enumerate(target):
-                if str(j) not in group:
-                    if net._param_owners[net._param_id_vecs[lid][j]] != -1:
-                        continue
-                    raise WeightsError("Incompatible number of blobs for layer %r" % name)
-                arr = group[str(j)][...]
-                if tuple(arr.shape) != blob.shape:
-                    raise WeightsError("Cannot copy param %d weights from layer %r; shape mismatch. "
-                                       "Source param shape is %s; target param shape is %s."
-                                       % (j, name, _shape_str(arr.shape), _shape_str(blob.shape)))
-                blob.data[...] = blob.xp.asarray(arr)
+    try:
+        with f:
+            _load_hdf5_layers(net, f, path, h5py)
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError) as e:
+        raise WeightsError("cannot read HDF5 weights %s (corrupt or truncated?): %s"
+                           % (path, e)) from None
+
+
+def _load_hdf5_layers(net, f, path, h5py):
+    data = f.get("data")
+    if not isinstance(data, h5py.Group):
+        raise WeightsError("%s has no /data group: not a Caffe HDF5 weights file" % path)
+    for name, group in data.items():
+        lid = net.layer_index.get(name)
+        if lid is None:
+            _ignoring(name, 799)
+            continue
+        if not isinstance(group, h5py.Group):
+            raise WeightsError("%s: /data/%s is not a group of blobs" % (path, name))
+        target = net.layers[lid].blobs
+        if len(group) > len(target):
+            raise WeightsError("Incompatible number of blobs for layer %r in %s" % (name, path))
+        for j, blob in enumerate(target):
+            if str(j) not in group:
+                if net._param_owners[net._param_id_vecs[lid][j]] != -1:
+                    continue
+                raise WeightsError("Incompatible number of blobs for layer %r in %s"
+                                   % (name, path))
+            ds = group[str(j)]
+            if not isinstance(ds, h5py.Dataset) or ds.dtype.kind not in "fiu":
+                raise WeightsError("%s: /data/%s/%d is not a float dataset" % (path, name, j))
+            if tuple(ds.shape) != blob.shape:       # checked before reading: no huge reads
+                raise WeightsError("Cannot copy param %d weights from layer %r; shape mismatch. "
+                                   "Source param shape is %s; target param shape is %s (in %s)."
+                                   % (j, name, _shape_str(ds.shape), _shape_str(blob.shape),
+                                      path))
+            blob.data[...] = blob.xp.asarray(ds[...])

@@ -9,6 +9,7 @@ import io
 
 import numpy as np
 
+from .. import memory
 from ..errors import DecafError
 
 
@@ -43,6 +44,9 @@ def array_to_datum(arr, label=None):
 def datum_to_array(datum, dtype=None):
     """The C x H x W array of a Datum: uint8 for byte data (also for encoded images, decoded
     natively), float32 for float_data (pass dtype=float for pycaffe's float64)."""
+    if min(datum.channels, datum.height, datum.width) < 0:
+        raise DecafError("Datum has a negative size: channels %d x height %d x width %d"
+                         % (datum.channels, datum.height, datum.width))
     if datum.encoded:
         arr = decode_datum(datum)
     elif len(datum.data):
@@ -112,11 +116,18 @@ def _open_image(fileobj, source, color):
     Image = _pil()
     try:
         img = Image.open(fileobj)
+        width, height = img.size
+        # checked before decoding: a corrupt header may declare any size
+        memory.check(int(width) * int(height) * 4, "decoding image %s (%d x %d)"
+                     % (source, width, height))
         if color is False and img.format == "JPEG":
             img.draft("L", img.size)  # libjpeg's own gray output, as OpenCV's IMREAD_GRAYSCALE
         img.load()
-    except (OSError, ValueError, SyntaxError) as e:
-        raise ImageError("could not decode image %s: %s" % (source, e)) from None
+    except DecafError:
+        raise
+    except Exception as e:  # noqa: BLE001 (whatever Pillow's decoders raise on corrupt bytes)
+        raise ImageError("could not decode image %s: %s: %s"
+                         % (source, type(e).__name__, e)) from None
     return img
 
 
@@ -129,11 +140,15 @@ def decode_image(data, color=None, source="<bytes>"):
 def read_image(path, color=True, new_height=0, new_width=0):
     """Caffe's ReadImageToCVMat: C x H x W uint8 (BGR for colour, 1 channel for gray), resized
     with bilinear interpolation (OpenCV's INTER_LINEAR geometry) when both sizes are given."""
+    if "\x00" in str(path):
+        raise ImageError("Could not open or find file %r (a NUL byte in the name)" % (path,))
     try:
         with open(path, "rb") as f:
             img = _open_image(f, path, bool(color))
     except FileNotFoundError:
         raise ImageError("Could not open or find file %s" % path) from None
+    except OSError as e:
+        raise ImageError("Could not read file %s: %s" % (path, e.strerror or e)) from None
     arr = _pil_to_array(img, bool(color), path)
     if new_height > 0 and new_width > 0:
         arr = resize_bilinear(arr, new_height, new_width)

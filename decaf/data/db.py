@@ -16,7 +16,7 @@ Modes: ``"r"`` (read only; the DB must exist), ``"w"`` (read/write, created when
 A read-only LMDB is read through a helper process (``lmdb_reader``), one per database, so that
 the user's own ``lmdb.open`` of it works in the same process (py-lmdb allows one environment
 per file and process).
-LevelDB needs the optional ``plyvel`` package (``pip install plyvel``).
+LevelDB is read and written through ``plyvel`` (a core dependency).
 """
 import os
 import struct
@@ -301,25 +301,33 @@ class LMDB(DB):
             self.env = None
 
 
+def _lmdb_read(what, fn):
+    """fn(), with liblmdb's errors on a corrupt file (MDB_CORRUPTED...) as DBError."""
+    try:
+        return fn()
+    except _lmdb().Error as e:
+        raise DBError("LMDB read failed (%s): %s (the database is corrupt?)" % (what, e)) from None
+
+
 class LMDBCursor(Cursor):
     """A read transaction and a cursor on it (LMDB::NewCursor)."""
 
     def __init__(self, env):
-        self._txn = env.begin(write=False, buffers=False)
+        self._txn = _lmdb_read("begin", lambda: env.begin(write=False, buffers=False))
         self._cur = self._txn.cursor()
-        self._valid = self._cur.first()
+        self._valid = _lmdb_read("first record", self._cur.first)
 
     def seek_to_first(self):
-        self._valid = self._cur.first()
+        self._valid = _lmdb_read("first record", self._cur.first)
 
     def next(self):
-        self._valid = self._cur.next()
+        self._valid = _lmdb_read("next record", self._cur.next)
 
     def key(self):
-        return self._cur.key()
+        return _lmdb_read("key", self._cur.key)
 
     def value(self):
-        return self._cur.value()
+        return _lmdb_read("value", self._cur.value)
 
     def valid(self):
         return self._valid
@@ -439,9 +447,9 @@ def _plyvel():
     try:
         import plyvel
     except ImportError:
-        raise DBError("LevelDB support is an optional extra: it needs the 'plyvel' package "
-                      "(pip install plyvel), or use an LMDB (backend: LMDB / -backend lmdb)"
-                      ) from None
+        raise DBError("LevelDB needs the 'plyvel' package, a dependency of decaf that is "
+                      "missing here (pip install plyvel), or use an LMDB (backend: LMDB / "
+                      "-backend lmdb)") from None
     return plyvel
 
 

@@ -53,6 +53,73 @@ def _write_message(stream, op, payload=b""):
 
 # -- the reader process ---------------------------------------------------------------------------
 
+class LMDBCorruptError(Exception):
+    """data.mdb is truncated or its pages point outside the file (liblmdb would crash)."""
+
+
+def _check_lmdb_pages(env, source):
+    """A data.mdb shorter than its meta page says would make liblmdb read past the end of the
+    mapping (SIGBUS): refuse it as truncated."""
+    try:
+        need = (int(env.info()["last_pgno"]) + 1) * int(env.stat()["psize"])
+        size = os.path.getsize(os.path.join(source, "data.mdb"))
+    except Exception as e:  # noqa: BLE001 (lmdb.Error or OSError: unreadable)
+        raise LMDBCorruptError("cannot read LMDB %s: %s" % (source, e)) from None
+    if size < need:
+        raise LMDBCorruptError("LMDB %s is truncated or corrupt: data.mdb holds %d bytes, its meta page "
+                      "needs %d" % (source, size, need))
+    if size <= LMDB_CHECK_BYTES:
+        problem = _lmdb_page_problem(os.path.join(source, "data.mdb"),
+                                     int(env.stat()["psize"]), int(env.info()["last_pgno"]))
+        if problem:
+            raise LMDBCorruptError("LMDB %s is corrupt: %s" % (source, problem))
+
+
+# Databases up to this size have their pages checked when opened (liblmdb trusts them and
+# reads wherever a corrupt page points, which can kill the process).
+LMDB_CHECK_BYTES = 64 << 20
+_P_BRANCH, _P_LEAF, _P_OVERFLOW, _P_META = 0x01, 0x02, 0x04, 0x08
+_F_BIGDATA = 0x01
+
+
+def _lmdb_page_problem(path, psize, last):
+    """What is wrong with the branch/leaf pages of an LMDB data file (64-bit layout), or "":
+    every node must lie inside its page and every page number inside the file."""
+    with open(path, "rb") as f:
+        data = f.read((last + 1) * psize)
+    pgno = 2
+    while pgno <= last:
+        page = data[pgno * psize:(pgno + 1) * psize]
+        flags, lower, upper = struct.unpack_from("<HHH", page, 10)
+        if flags & _P_OVERFLOW:
+            pgno += max(struct.unpack_from("<I", page, 12)[0], 1)
+            continue
+        if flags & (_P_BRANCH | _P_LEAF) and not flags & _P_META:
+            if not 16 <= lower <= upper <= psize:
+                return "page %d has a bad header" % pgno
+            for i in range((lower - 16) // 2):
+                off = struct.unpack_from("<H", page, 16 + 2 * i)[0]
+                if not upper <= off <= psize - 8:
+                    return "page %d: node %d lies outside the page" % (pgno, i)
+                lo, hi, nflags, ksize = struct.unpack_from("<HHHH", page, off)
+                if flags & _P_BRANCH:
+                    child = lo | hi << 16 | nflags << 32
+                    if child > last or off + 8 + ksize > psize:
+                        return "page %d: node %d points outside the file" % (pgno, i)
+                elif nflags & _F_BIGDATA:
+                    if off + 16 + ksize > psize:
+                        return "page %d: node %d runs past the page" % (pgno, i)
+                    over = struct.unpack_from("<Q", page, off + 8 + ksize)[0]
+                    dsize = lo | hi << 16
+                    if over > last or over * psize + 16 + dsize > len(data):
+                        return "page %d: node %d points outside the file" % (pgno, i)
+                elif off + 8 + ksize + (lo | hi << 16) > psize:
+                    return "page %d: node %d runs past the page" % (pgno, i)
+        pgno += 1
+    return ""
+
+
+
 class _Server:
     """The environment and the cursors of one reader process."""
 
@@ -68,6 +135,7 @@ class _Server:
             self.env = lmdb.open(path, readonly=True, lock=True, subdir=True)
         except lmdb.Error:   # a read-only medium: no lock file (Caffe's ALLOW_LMDB_NOLOCK)
             self.env = lmdb.open(path, readonly=True, lock=False, subdir=True)
+        _check_lmdb_pages(self.env, path)
         return self.stat(b"")
 
     def stat(self, _):

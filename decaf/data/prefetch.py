@@ -183,8 +183,8 @@ def read_image_list(source, allow_empty=False):
     so paths may hold spaces), as ImageData and convert_imageset read it."""
     lines = []
     try:
-        with open(source) as f:
-            for raw in f:
+        with open(source, encoding="utf-8") as f:
+            for number, raw in enumerate(f, 1):
                 line = raw.rstrip("\r\n")
                 if not line.strip():
                     continue
@@ -192,7 +192,10 @@ def read_image_list(source, allow_empty=False):
                 try:
                     lines.append((name, int(label)))
                 except ValueError:
-                    raise DecafError("%s: line %r must be 'path label'" % (source, line)) from None
+                    raise DecafError("%s:%d: line %r must be 'path label'"
+                                     % (source, number, line)) from None
+    except UnicodeDecodeError as e:
+        raise DecafError("image list %s is not UTF-8 text (byte %d)" % (source, e.start)) from None
     except FileNotFoundError:
         raise DecafError("cannot open image list %s" % source) from None
     except IsADirectoryError:

@@ -371,7 +371,10 @@ class ReductionLayer(Layer):
         self.num, self.dim = b.count_range(0, axis), b.count_range(axis)
         self.coeff = float(p.coeff)
         if self.op == self.ops.MEAN:
-            self.coeff /= self.dim
+            if self.dim:
+                self.coeff /= self.dim
+            else:     # an empty axis: Caffe's float division gives inf (nan for coeff 0)
+                self.coeff = math.copysign(math.inf, self.coeff) if self.coeff else math.nan
         if self.op in (self.ops.ASUM, self.ops.SUMSQ):
             buf = getattr(self, "_buf", None)
             if buf is None or buf.shape != (self.num, self.dim) or buf.dtype != b.dtype:

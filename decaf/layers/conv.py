@@ -295,7 +295,8 @@ class BaseConvolutionLayer(Layer):
         key = (self.num, tuple(in_spatial), b0.dtype, self.xp)
         if key != self._engine_key:
             self._engine_key = key
-            self.engine = self.make_engine(b0.dtype, in_spatial, out_spatial)
+            self.engine = _EmptyBatch() if self.num == 0 else \
+                self.make_engine(b0.dtype, in_spatial, out_spatial)
         self.in_spatial, self.out_spatial = tuple(in_spatial), tuple(out_spatial)
         remember(self, bottom, top)
 
@@ -304,7 +305,8 @@ class BaseConvolutionLayer(Layer):
         return arr.reshape(self.group, arr.shape[0] // self.group, -1)
 
     def _flat(self, arr, channels):
-        return arr.reshape(self.num, channels, -1)
+        return arr.reshape(self.num, channels, -1) if arr.size else \
+            arr.reshape(self.num, channels, 0)        # a batch of 0 images
 
     def _bias_forward(self, out):
         if self.bias_term:
@@ -313,6 +315,19 @@ class BaseConvolutionLayer(Layer):
     def _bias_backward(self, ydiff):
         if self.bias_term and self.param_propagate_down[1]:
             self.blobs[1].diff += ydiff.sum(axis=(0, 2))
+
+
+class _EmptyBatch:
+    """The engine of a batch of 0 images: nothing to compute (Caffe loops over no image)."""
+
+    def forward(self, *args):
+        pass
+
+    def backward(self, *args):
+        pass
+
+    def chunks(self):
+        return iter(())
 
 
 @register_layer("Convolution")

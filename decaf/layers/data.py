@@ -9,7 +9,7 @@ import weakref
 
 import numpy as np
 
-from .. import backend, glog as log
+from .. import backend, glog as log, memory
 from ..data.db import open_db
 from ..data.prefetch import DBSource, ImageListSource, Prefetcher, keep_all, read_image_list
 from ..data.transformer import DataTransformer
@@ -172,8 +172,18 @@ class BasePrefetchingDataLayer(Layer):
     def reshape(self, bottom, top):
         pass  # forward reshapes the tops to each loaded batch
 
+    def source_name(self):
+        """The file or database the layer reads (named in its read errors)."""
+        return getattr(self.layer_param, self.legacy_param).source
+
     def forward(self, bottom, top):
-        batch = self.prefetcher.pop()
+        failure = None
+        try:
+            batch = self.prefetcher.pop()
+        except DecafError as e:
+            failure = str(e)
+        if failure is not None:     # raised outside the handler: no chained traceback
+            self.error("reading %s: %s" % (self.source_name(), failure))
         try:
             _to_top(top[0], batch.data, self.xp)
             if self.output_labels:
@@ -374,10 +384,13 @@ class HDF5DataLayer(Layer):
         if p.batch_size <= 0:
             self.error("hdf5_data_param.batch_size must be positive, got %d" % p.batch_size)
         try:
-            with open(p.source) as f:
-                self.files = f.read().split()
+            with open(p.source, "rb") as f:
+                self.files = f.read().decode("utf-8").split()
         except OSError as e:
-            self.error("Failed to open source file %r: %s" % (p.source, e.strerror))
+            self.error("Failed to open source file %r: %s" % (p.source, e.strerror or e))
+        except UnicodeDecodeError as e:
+            self.error("source file %r is not a text list of HDF5 files (byte %d is not UTF-8)"
+                       % (p.source, e.start))
         if not self.files:
             self.error("Must have at least 1 HDF5 filename listed in %s" % p.source)
         self.batch_size, self.shuffle = int(p.batch_size), bool(p.shuffle)
@@ -398,15 +411,12 @@ class HDF5DataLayer(Layer):
         try:
             with self._h5.File(path, "r") as f:
                 for name in names:
-                    if name not in f:
-                        self.error("Failed to find HDF5 dataset %r in %s" % (name, path))
-                    d = f[name]
-                    if d.ndim < 1:
-                        self.error("HDF5 dataset %r in %s has no axes" % (name, path))
-                    arrays.append(np.asarray(d[()], dtype=self.dtype))
-        except OSError as e:
+                    arrays.append(self._read_dataset(f, name, path))
+        except (OSError, KeyError, RuntimeError, ValueError, TypeError) as e:
             self.error("Failed opening HDF5 file %s: %s" % (path, e))
         num = arrays[0].shape[0]
+        if num == 0:
+            self.error("HDF5 dataset %r in %s has no rows" % (names[0], path))
         for name, a in zip(names, arrays):
             if a.shape[0] != num:
                 self.error("datasets in %s have different row counts: %r has %d, %r has %d"
@@ -420,6 +430,24 @@ class HDF5DataLayer(Layer):
         self.rows = np.arange(num)
         if self.shuffle:
             self.rng.shuffle(self.rows)
+
+    def _read_dataset(self, f, name, path):
+        """Dataset ``name`` of file ``f`` as an array of the top's dtype (Caffe reads float and
+        integer data; the size is checked against the free memory before reading)."""
+        if name not in f:
+            self.error("Failed to find HDF5 dataset %r in %s" % (name, path))
+        d = f[name]
+        if not isinstance(d, self._h5.Dataset):
+            self.error("HDF5 object %r in %s is not a dataset" % (name, path))
+        if d.ndim < 1:
+            self.error("HDF5 dataset %r in %s has no axes" % (name, path))
+        if d.dtype.kind not in "fiu":
+            self.error("HDF5 dataset %r in %s holds %s data; HDF5Data reads float or integer "
+                       "datasets" % (name, path, d.dtype))
+        memory.check(int(np.prod(d.shape, dtype=np.int64)) * self.dtype.itemsize,
+                     "Layer %r: HDF5 dataset %r of shape %s in %s" % (self.name, name, d.shape,
+                                                                       path))
+        return np.asarray(d[()], dtype=self.dtype)
 
     def _advance(self, k):
         """Caffe's Next() k times: at the end of a file, go to the next file (reshuffling)."""

@@ -240,7 +240,10 @@ class ExpLayer(_Elementwise):
             self.error("exp_param.base must be strictly positive (or -1 for e), got %g" % base)
         log_base = 1.0 if base == -1 else math.log(base)
         self.inner_scale = log_base * float(p.scale)
-        self.outer_scale = 1.0 if p.shift == 0 else math.exp(log_base * float(p.shift))
+        try:
+            self.outer_scale = 1.0 if p.shift == 0 else math.exp(log_base * float(p.shift))
+        except OverflowError:       # Caffe's pow(base, shift) in floating point: inf
+            self.outer_scale = math.inf
 
     def forward(self, bottom, top):
         xp, x, y = self.xp, bottom[0].data, top[0].data

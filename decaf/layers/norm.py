@@ -126,7 +126,7 @@ class BatchNormLayer(Layer):
         if self._shape != (b.shape, b.dtype):
             xp = self.xp
             self._shape = (b.shape, b.dtype)
-            self._n, self._s = b.shape[0], b.count // (b.shape[0] * self.channels)
+            self._n, self._s = b.shape[0], b.count_range(2)   # spatial size (0-sized batches too)
             view = (self._n, self.channels, self._s)
             # Caffe's x_norm_: the normalized values the batch-statistics backward reads
             self._x_norm = None if self.use_global_stats else xp.zeros(view, b.dtype)

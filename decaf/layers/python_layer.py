@@ -7,6 +7,11 @@
 ``setup(bottom, top)``, ``reshape(bottom, top)``, ``forward(bottom, top)``,
 ``backward(top, propagate_down, bottom)``. ``self.blobs.add_blob(*shape)`` adds a parameter blob.
 
+Untrusted models: a Python layer runs code named by the model. ``DECAF_NO_PYTHON_LAYERS=1`` in
+the environment, or ``caffe.set_python_layers_allowed(False)``, refuses every Python layer with
+an UntrustedCodeError before anything is imported (the environment variable cannot be
+overridden from Python).
+
 A Python layer has no bottom/top count rule and no default loss weight (``loss_weight`` in the
 prototxt works as for any layer). A module that cannot be imported is a
 ``PythonLayerImportError`` (a LayerSetupError and an ImportError) naming the layer, the module and
@@ -20,6 +25,23 @@ from .. import backend
 from ..blob import Blob
 from ..errors import LayerSetupError
 from ..layer import Layer, register_layer
+
+
+NO_PYTHON_LAYERS_ENV = "DECAF_NO_PYTHON_LAYERS"
+_allowed = True
+
+
+def set_python_layers_allowed(allowed=True):
+    """Allow (default) or refuse Python layers in the nets built from now on."""
+    global _allowed
+    _allowed = bool(allowed)
+
+
+def python_layers_allowed():
+    """False when DECAF_NO_PYTHON_LAYERS is set (to 1/true/yes/on) or after
+    set_python_layers_allowed(False)."""
+    env = os.environ.get(NO_PYTHON_LAYERS_ENV, "").strip().lower()
+    return _allowed and env not in ("1", "true", "yes", "on")
 
 
 class BlobVec(list):
@@ -80,8 +102,15 @@ class PythonLayer(Layer):
 
 
 def _create_user_layer(layer_param):
+    from ..errors import LayerSetupError, UntrustedCodeError
     p = layer_param.python_param
     where = "Layer %r (Python)" % layer_param.name
+    if not python_layers_allowed():
+        raise UntrustedCodeError(
+            "%s: Python layers are switched off (%s), so module %r is not imported; allow them "
+            "only for models you trust" % (where, "%s is set" % NO_PYTHON_LAYERS_ENV
+                                           if _allowed else "set_python_layers_allowed(False)",
+                                           p.module))
     if not p.module or not p.layer:
         raise LayerSetupError("%s: python_param needs both 'module' and 'layer' (got module=%r, "
                               "layer=%r)" % (where, p.module, p.layer))

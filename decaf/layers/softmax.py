@@ -46,6 +46,8 @@ def softmax_backward(xp, top_data3, top_diff3, bottom_diff3, scale):
 def split_at_axis(layer, blob, axis, field):
     """(canonical axis, (outer, C, inner)) of ``blob`` around ``axis``."""
     a = canonical_axis(layer, blob, axis, field)
+    if a >= blob.num_axes:
+        layer.error("%s %d: bottom %s has no axes" % (field, axis, blob.shape))
     return a, (blob.count_range(0, a), blob.shape[a], blob.count_range(a + 1))
 
 

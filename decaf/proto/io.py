@@ -12,6 +12,7 @@
   half-written file.
 """
 import difflib
+import errno
 import math
 import os
 import re
@@ -21,8 +22,8 @@ import tempfile
 from google.protobuf import message as _pb_message
 from google.protobuf import text_format
 
-from ..errors import MissingFileError, PrototxtError, TruncatedFileError
-from . import caffe_pb2
+from ..errors import MissingFileError, PrototxtError, SnapshotError, TruncatedFileError
+from . import caffe_pb2, compat
 from .upgrade import upgrade_net_as_needed, upgrade_solver_as_needed
 
 __all__ = [
@@ -166,14 +167,28 @@ def read_binary(path, msg_cls):
 
 
 def _parse_binary(data, msg_cls, name):
+    """Parse, skipping unknown fields (one warning names them) and decaf extension fields
+    that hold another fork's data (see :mod:`decaf.proto.compat`)."""
     what = msg_cls.DESCRIPTOR.name
+    dropped = ()
     try:
         msg = msg_cls.FromString(data)
     except (_pb_message.DecodeError, RuntimeError, ValueError) as e:
-        raise TruncatedFileError("file %s is truncated or not a %s: %s" % (name, what, e)) from None
+        try:
+            msg, dropped = compat.parse_with_fallback(data, msg_cls)
+        except (_pb_message.DecodeError, RuntimeError, ValueError):
+            msg = None
+        if msg is None or not dropped:
+            raise TruncatedFileError("file %s is truncated or not a %s: %s"
+                                     % (name, what, e)) from None
     if not msg.IsInitialized():
         raise TruncatedFileError("file %s is truncated or not a %s: missing required fields %s"
                                  % (name, what, ", ".join(msg.FindInitializationErrors())))
+    bad = compat.first_invalid_string(msg)
+    if bad is not None:
+        raise TruncatedFileError("file %s is corrupt or not a %s: string field %s is not UTF-8 "
+                                 "text" % (name, what, bad))
+    compat.warn_unknown_fields(msg, name, dropped)
     return msg
 
 
@@ -205,11 +220,26 @@ def _new_file_mode(path):
         return 0o666 & ~umask
 
 
+def write_error(path, err):
+    """The SnapshotError for an OSError ``err`` met while writing ``path``: "no space left"
+    for ENOSPC, and a reminder that the file there before is unchanged."""
+    reasons = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+               errno.EROFS: "read-only file system"}
+    reason = reasons.get(err.errno) or err.strerror or str(err)
+    out = SnapshotError("cannot write %s: %s (nothing partial is left behind; a file of that "
+                        "name from before is unchanged)" % (os.fspath(path), reason))
+    out.errno, out.filename = err.errno, os.fspath(path)
+    return out
+
+
 def _atomic_write(path, data):
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
+                                   suffix=".tmp")
+    except OSError as e:
+        raise write_error(path, e) from None
     try:
         # mkstemp makes the file private (0600); give it the mode a plain open() would.
         os.chmod(tmp, _new_file_mode(path))
@@ -218,11 +248,13 @@ def _atomic_write(path, data):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError) and not isinstance(e, SnapshotError):
+            raise write_error(path, e) from None
         raise
 
 

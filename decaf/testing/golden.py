@@ -55,7 +55,7 @@ def run_layer_case(name):
     """Replay one case. Returns a list of (key, got, want) and the case dict."""
     d = case_dir(name)
     case = load_case(name)
-    data = np.load(os.path.join(d, "data.npz"))
+    data = np.load(os.path.join(d, "data.npz"), allow_pickle=False)
     phase = caffe_pb2.TRAIN if case["phase"] == "TRAIN" else caffe_pb2.TEST
     results = []
     with chdir(d):

@@ -46,7 +46,7 @@ def load_mean(path):
             blob.ParseFromString(f.read())
         arr = io.blobproto_to_array(blob)
         return arr[0] if arr.ndim == 4 else arr
-    return np.load(path)
+    return np.load(path, allow_pickle=False)
 
 
 def fit_mean(mean, input_shape):
@@ -112,7 +112,7 @@ def load_inputs(path, ext):
     path = os.path.expanduser(path)
     if path.endswith("npy"):
         print("Loading file: %s" % path)
-        return np.load(path)
+        return np.load(path, allow_pickle=False)
     if os.path.isdir(path):
         print("Loading folder: %s" % path)
         return [io.load_image(f) for f in sorted(glob.glob(path + "/*." + ext))]

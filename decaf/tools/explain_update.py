@@ -231,7 +231,7 @@ def feed_inputs(net, path):
     if not path:
         return list(net.inputs)
     try:
-        arrays = np.load(path)
+        arrays = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise UsageError("cannot read -inputs %s: %s" % (path, e)) from None
     missing = [n for n in net.inputs if n not in arrays.files]
