@@ -7,6 +7,9 @@ the result does not depend on the thread count).  MAX visits the cells of a wind
 Caffe's (h, w) order with a compare and two selects, so the strict ``>`` keeps Caffe's first
 maximum (NaN never wins; a window with no number above -FLT_MAX keeps -FLT_MAX and mask -1).
 AVE sums in the bottom's dtype in the same order, then divides, as Caffe does.
+Forward: windows wholly inside the plane run as one loop per output row, 2x2 and 3x3
+unrolled (constant trip counts, ~1.5-2x faster); clipped windows (pad, ceil edge) run the
+clipped loop.  Same cells, same order either way.
 """
 from . import threads  # noqa: F401  (Numba's environment before its first import)
 
@@ -16,34 +19,90 @@ from numba import njit, prange
 FLT_MAX = float(np.finfo(np.float32).max)
 
 
+@njit(cache=True, inline="always")
+def _pick(xs, q, best, idx):
+    """Caffe's step: a cell replaces the best only if strictly greater (a select, no branch)."""
+    v = xs[q]
+    better = v > best
+    return (v if better else best), (q if better else idx)
+
+
+@njit(cache=True, inline="always")
+def _full(k, s, p, size, count):
+    """[first, end) of the outputs whose window lies wholly inside [0, size) (empty if none)."""
+    first = (p + s - 1) // s
+    return first, max(first, min(count, (size + p - k) // s + 1))
+
+
+@njit(cache=True, inline="always")
+def _max_clipped(xs, a, b, kh, kw, sh, sw, ph, pw, height, width, neg):
+    """Max of window (a, b) clipped to the plane, cells in Caffe's (h, w) order."""
+    hs, ws = a * sh - ph, b * sw - pw
+    he, we = min(hs + kh, height), min(ws + kw, width)
+    hs, ws = max(hs, 0), max(ws, 0)
+    best, idx = neg, -1
+    for y in range(hs, he):
+        for q in range(y * width + ws, y * width + we):
+            best, idx = _pick(xs, q, best, idx)
+    return best, idx
+
+
+@njit(cache=True, inline="always")
+def _max_full_row(xs, ts, ms, a, b0, b1, kh, kw, sh, sw, ph, pw, width, ow, neg):
+    """Windows b0 <= b < b1 of output row a, all wholly inside the plane; 2x2 and 3x3
+    unrolled (constant trip counts: ~1.5x faster, benchmarks/pool_micro.py)."""
+    row = (a * sh - ph) * width - pw
+    if kh == 3 and kw == 3:
+        for b in range(b0, b1):
+            q = row + b * sw
+            best, idx = neg, -1
+            for _ in range(3):
+                best, idx = _pick(xs, q, best, idx)
+                best, idx = _pick(xs, q + 1, best, idx)
+                best, idx = _pick(xs, q + 2, best, idx)
+                q += width
+            ts[a * ow + b], ms[a * ow + b] = best, idx
+    elif kh == 2 and kw == 2:
+        for b in range(b0, b1):
+            q = row + b * sw
+            best, idx = _pick(xs, q, neg, -1)
+            best, idx = _pick(xs, q + 1, best, idx)
+            best, idx = _pick(xs, q + width, best, idx)
+            best, idx = _pick(xs, q + width + 1, best, idx)
+            ts[a * ow + b], ms[a * ow + b] = best, idx
+    else:
+        for b in range(b0, b1):
+            q = row + b * sw
+            best, idx = neg, -1
+            for y in range(kh):
+                for i in range(q + y * width, q + y * width + kw):
+                    best, idx = _pick(xs, i, best, idx)
+            ts[a * ow + b], ms[a * ow + b] = best, idx
+
+
 @njit(cache=True, parallel=True)
 def max_forward(x, kh, kw, sh, sw, ph, pw, top, mask):
     """top[n, c, a, b] = max of the window (Caffe's init -FLT_MAX, strict >); mask: its
-    plane index h * W + w (int32, -1 for none)."""
+    plane index h * W + w (int32, -1 for none).  Windows wholly inside the plane take the
+    unrolled path, the clipped ones (pad, ceil edge) the clipped loop."""
     n, c, height, width = x.shape
     oh, ow = top.shape[2], top.shape[3]
     neg = x.dtype.type(-FLT_MAX)
     xf = x.reshape(n * c, height * width)
     tf, mf = top.reshape(n * c, oh * ow), mask.reshape(n * c, oh * ow)
+    a0, a1 = _full(kh, sh, ph, height, oh)
+    b0, b1 = _full(kw, sw, pw, width, ow)
     for p in prange(n * c):
         xs, ts, ms = xf[p], tf[p], mf[p]
         for a in range(oh):
-            hs = a * sh - ph
-            he = min(hs + kh, height)
-            hs = max(hs, 0)
-            for b in range(ow):
-                ws = b * sw - pw
-                we = min(ws + kw, width)
-                ws = max(ws, 0)
-                best, idx = neg, -1
-                for y in range(hs, he):
-                    for q in range(y * width + ws, y * width + we):
-                        v = xs[q]
-                        better = v > best          # a select, not a branch
-                        best = v if better else best
-                        idx = q if better else idx
-                ts[a * ow + b] = best
-                ms[a * ow + b] = idx
+            lo, hi = (b0, b1) if a0 <= a < a1 else (0, 0)
+            for b in range(lo):
+                ts[a * ow + b], ms[a * ow + b] = _max_clipped(
+                    xs, a, b, kh, kw, sh, sw, ph, pw, height, width, neg)
+            for b in range(hi, ow):
+                ts[a * ow + b], ms[a * ow + b] = _max_clipped(
+                    xs, a, b, kh, kw, sh, sw, ph, pw, height, width, neg)
+            _max_full_row(xs, ts, ms, a, lo, hi, kh, kw, sh, sw, ph, pw, width, ow, neg)
 
 
 @njit(cache=True, parallel=True)
@@ -69,23 +128,68 @@ def _window(o, k, s, p, size):
     return max(start, 0), min(end, size), end - start
 
 
+@njit(cache=True, inline="always")
+def _ave_clipped(xs, a, b, kh, kw, sh, sw, ph, pw, height, width):
+    """Window (a, b) summed inside the plane in Caffe's (h, w) order, over pool_size."""
+    hs, he, size_h = _window(a, kh, sh, ph, height)
+    ws, we, size_w = _window(b, kw, sw, pw, width)
+    total = xs.dtype.type(0)
+    for y in range(hs, he):
+        for q in range(y * width + ws, y * width + we):
+            total += xs[q]
+    return total / (size_h * size_w)
+
+
+@njit(cache=True, inline="always")
+def _ave_full_row(xs, ts, a, b0, b1, kh, kw, sh, sw, ph, pw, width, ow):
+    """Windows b0 <= b < b1 of output row a, wholly inside the plane (pool_size kh * kw);
+    2x2 and 3x3 unrolled, summed from 0 in Caffe's order."""
+    row, size = (a * sh - ph) * width - pw, kh * kw
+    zero = xs.dtype.type(0)
+    if kh == 3 and kw == 3:
+        for b in range(b0, b1):
+            q, total = row + b * sw, zero
+            for _ in range(3):
+                total += xs[q]
+                total += xs[q + 1]
+                total += xs[q + 2]
+                q += width
+            ts[a * ow + b] = total / size
+    elif kh == 2 and kw == 2:
+        for b in range(b0, b1):
+            q, total = row + b * sw, zero
+            total += xs[q]
+            total += xs[q + 1]
+            total += xs[q + width]
+            total += xs[q + width + 1]
+            ts[a * ow + b] = total / size
+    else:
+        for b in range(b0, b1):
+            q, total = row + b * sw, zero
+            for y in range(kh):
+                for i in range(q + y * width, q + y * width + kw):
+                    total += xs[i]
+            ts[a * ow + b] = total / size
+
+
 @njit(cache=True, parallel=True)
 def ave_forward(x, kh, kw, sh, sw, ph, pw, top):
-    """top = (sum of the window inside the bottom) / pool_size, summed in Caffe's order."""
+    """top = (sum of the window inside the bottom) / pool_size, summed in Caffe's order;
+    whole windows unrolled as in max_forward."""
     n, c, height, width = x.shape
     oh, ow = top.shape[2], top.shape[3]
     xf, tf = x.reshape(n * c, height * width), top.reshape(n * c, oh * ow)
+    a0, a1 = _full(kh, sh, ph, height, oh)
+    b0, b1 = _full(kw, sw, pw, width, ow)
     for p in prange(n * c):
         xs, ts = xf[p], tf[p]
         for a in range(oh):
-            hs, he, size_h = _window(a, kh, sh, ph, height)
-            for b in range(ow):
-                ws, we, size_w = _window(b, kw, sw, pw, width)
-                total = x.dtype.type(0)
-                for y in range(hs, he):
-                    for q in range(y * width + ws, y * width + we):
-                        total += xs[q]
-                ts[a * ow + b] = total / (size_h * size_w)
+            lo, hi = (b0, b1) if a0 <= a < a1 else (0, 0)
+            for b in range(lo):
+                ts[a * ow + b] = _ave_clipped(xs, a, b, kh, kw, sh, sw, ph, pw, height, width)
+            for b in range(hi, ow):
+                ts[a * ow + b] = _ave_clipped(xs, a, b, kh, kw, sh, sw, ph, pw, height, width)
+            _ave_full_row(xs, ts, a, lo, hi, kh, kw, sh, sw, ph, pw, width, ow)
 
 
 @njit(cache=True, parallel=True)

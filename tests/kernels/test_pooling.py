@@ -65,6 +65,9 @@ POOLS = [  # shape, kernel, stride, pad
     ((1, 2, 4, 5), (2, 2), (3, 3), (1, 1)),      # ceil windows that would start in the pad
     ((1, 1, 3, 3), (4, 4), (2, 2), (0, 0)),      # kernel larger than the bottom
     ((2, 3, 5, 4), (5, 4), (1, 1), (0, 0)),      # global
+    ((2, 2, 9, 9), (2, 2), (2, 2), (1, 1)),      # the unrolled 2x2 path beside clipped windows
+    ((1, 2, 7, 9), (3, 3), (1, 1), (0, 0)),      # the unrolled 3x3 path, stride 1
+    ((1, 2, 10, 9), (4, 3), (2, 3), (0, 0)),     # whole windows of another size
 ]
 
 
