@@ -154,8 +154,9 @@ def test_rank_that_raises_ends_the_job_naming_the_rank(tmp_path, monkeypatch):
     rc, out = h.train(2, solver, tmp_path, check=False)
     assert time.time() - start < 30 + 10          # 10 s: start-up of the two ranks
     assert rc != 0
+    # decaf's own line; Open MPI's "MPI_ABORT was invoked on rank 1" help text is not checked:
+    # under load its help-message transfer can fail (ORTE_ERROR_LOG in show_help.c)
     assert "rank 1 of 2 failed: ValueError: rank one fails on purpose" in out, out[-4000:]
-    assert "MPI_ABORT was invoked on rank 1" in out
 
 
 def test_gpu_flag_with_several_ranks_is_refused(tmp_path):
