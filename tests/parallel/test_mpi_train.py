@@ -83,7 +83,7 @@ sys.exit(main(sys.argv[1:]))
 
 def _signal_rank_1(tmp_path, name, sig):
     """Train on 2 ranks until iteration 20, send ``sig`` to rank 1 (not the root); returns
-    (exit code, seconds from the signal to the job's end, the log)."""
+    (exit code, the log); a job still running 30 s after the signal fails the test."""
     train_db = h.make_lmdb(tmp_path / "db", 40)
     solver = h.write_solver(tmp_path, name, train_db, BATCH, max_iter=10 ** 6)
     wrapper = tmp_path / "wrapper.py"
@@ -93,29 +93,28 @@ def _signal_rank_1(tmp_path, name, sig):
         p = subprocess.Popen(h.mpi_command(2, str(wrapper), "train", "-solver", solver),
                              cwd=tmp_path, env=h.env(), stdout=log, stderr=subprocess.STDOUT)
         try:
-            deadline = time.time() + h.TIMEOUT
-            while time.time() < deadline and "Iteration 20 " not in log_path.read_text():
+            for _ in range(int(h.TIMEOUT * 10)):           # wait for iteration 20, 0.1 s steps
+                if "Iteration 20 " in log_path.read_text():
+                    break
                 assert p.poll() is None, log_path.read_text()[-4000:]
                 time.sleep(0.1)
             os.kill(int((tmp_path / "pid.1").read_text()), sig)
-            sent = time.time()
-            rc = p.wait(timeout=30)
-            took = time.time() - sent
+            rc = p.wait(timeout=30)   # the issue's bound: the job ends within 30 s of the kill
         finally:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    return rc, took, log_path.read_text()
+    return rc, log_path.read_text()
 
 
 def test_killed_rank_ends_the_job(tmp_path):
-    rc, took, out = _signal_rank_1(tmp_path, "long", signal.SIGKILL)
-    assert rc != 0 and took < 30       # the issue's bound: the job ends within 30 s
+    rc, out = _signal_rank_1(tmp_path, "long", signal.SIGKILL)
+    assert rc != 0
     assert "rank 1" in out, out[-4000:]
 
 
 def test_sigint_to_one_rank_stops_every_rank_at_the_same_iteration(tmp_path):
-    rc, _, out = _signal_rank_1(tmp_path, "stop", signal.SIGINT)
+    rc, out = _signal_rank_1(tmp_path, "stop", signal.SIGINT)
     assert rc == 0, out[-4000:]
     assert h.log_lines(out, r"^Optimization stopped early")
     snap = h.log_lines(out, r"^Snapshotting to binary proto file")   # snapshot_after_train
@@ -150,9 +149,8 @@ def test_rank_that_raises_ends_the_job_naming_the_rank(tmp_path, monkeypatch):
     ).replace('bottom: "ip1" top: "ip2"', 'bottom: "ip1f" top: "ip2"')
     solver = h.write_solver(tmp_path, "fail", h.make_lmdb(tmp_path / "db", 40), BATCH,
                             max_iter=10 ** 6, net=net)
-    start = time.time()
+    # a hang fails through the subprocess timeout (h.TIMEOUT), not a clock assertion
     rc, out = h.train(2, solver, tmp_path, check=False)
-    assert time.time() - start < 30 + 10          # 10 s: start-up of the two ranks
     assert rc != 0
     # decaf's own line; Open MPI's "MPI_ABORT was invoked on rank 1" help text is not checked:
     # under load its help-message transfer can fail (ORTE_ERROR_LOG in show_help.c)
