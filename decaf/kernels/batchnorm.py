@@ -12,12 +12,13 @@
                       dx = dy / std[c] (global statistics); dx may be dy
 """
 import numpy as np
+from .jit import kernel
 from numba import njit, prange
 
 from .reduce import row_dot_sum, row_sum_sq
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def channel_stats(x3, mean, var):
     """mean[c], var[c] (biased: divided by m) of x3[:, c, :], in float64."""
     n, c_, s = x3.shape
@@ -39,7 +40,7 @@ def channel_stats(x3, mean, var):
         var[c] = max(q / m - d * d, 0.0)
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def normalize(x3, mean, std, y3, keep, has_keep):
     """y = (x - mean[c]) / std[c] in the arrays' dtype; keep = y when ``has_keep``."""
     n, c_, s = x3.shape
@@ -53,7 +54,7 @@ def normalize(x3, mean, std, y3, keep, has_keep):
                 keep[i, c, j] = v
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def normalize_affine(x3, mean, std, scale, bias, y3, has_scale, has_bias, relu, slope):
     """v = (x - mean[c]) / std[c], then v * scale[c], + bias[c], ReLU(slope) (each when asked);
     y = v (y may be x).  The operations of BatchNorm, Scale and ReLU, in their order."""
@@ -72,7 +73,7 @@ def normalize_affine(x3, mean, std, scale, bias, y3, has_scale, has_bias, relu, 
             y3[i, c, j] = v
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def backward(y3, dy3, std, dx3, global_stats):
     """Caffe's BatchNorm backward (see the module docstring); y3 is the kept x_norm."""
     n, c_, s = dy3.shape

@@ -4,6 +4,9 @@
   into the columns: col[(c*kh + i)*kw + j, n*oh*ow + oy*ow + ox] =
   x[n0 + n, c, oy*sh - ph + i*dh, ox*sw - pw + j*dw] (0 outside); col2im adds every entry
   back onto its pixel.  The GEMMs in between stay in BLAS.
+* ``im2col_rows`` / ``col2im_rows_add``: the same for a block of output rows of one image (the
+  image-by-image engine keeps its column block cache-sized).
+* ``add_bias`` / ``bias_grad``: the bias of the image-by-image GEMMs and its gradient.
 * ``to_nchw`` / ``from_nchw``: the GEMM result (M, nb*oh*ow) to and from the NCHW top, with
   the bias added on the way out and its gradient summed on the way in (no pass of their own).
 * ``depthwise_*``: convolution with one input channel per group (group == channels, e.g.
@@ -14,6 +17,8 @@ result does not depend on the thread count; sums run in the arrays' dtype.
 """
 from . import threads  # noqa: F401  (Numba's environment before its first import)
 
+import numpy as np
+from .jit import kernel
 from numba import njit, prange
 
 
@@ -25,7 +30,33 @@ def _span(o_count, k_off, stride, size):
     return lo, max(lo, min(hi, o_count))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, inline="always")
+def _row_columns(plane, y, height, width, sw, xoff, lo, hi, ow, crow, q):
+    """crow[q:q+ow] = one output row of one kernel offset (0 where the window is outside)."""
+    if y < 0 or y >= height:
+        crow[q:q + ow] = 0
+        return
+    crow[q:q + lo] = 0
+    if hi > lo:
+        if sw == 1:
+            crow[q + lo:q + hi] = plane[y, lo + xoff:hi + xoff]
+        else:
+            crow[q + lo:q + hi] = plane[y, lo * sw + xoff:(hi - 1) * sw + xoff + 1:sw]
+    crow[q + hi:q + ow] = 0
+
+
+@njit(cache=True, inline="always")
+def _row_fold(plane, y, height, sw, xoff, lo, hi, crow, q):
+    """plane[y, pixels of the row] += crow[q + lo:q + hi] (nothing when the row is outside)."""
+    if y < 0 or y >= height or hi <= lo:
+        return
+    if sw == 1:
+        plane[y, lo + xoff:hi + xoff] += crow[q + lo:q + hi]
+    else:
+        plane[y, lo * sw + xoff:(hi - 1) * sw + xoff + 1:sw] += crow[q + lo:q + hi]
+
+
+@kernel
 def im2col(x, n0, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, col):
     """col (C*kh*kw, nb*oh*ow) from the images n0 .. n0 + nb of x (N, C, H, W)."""
     height, width = x.shape[2], x.shape[3]
@@ -37,26 +68,13 @@ def im2col(x, n0, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, col):
         ch, i, j = r // kk, (r % kk) // kw, r % kw
         xoff = j * dw - pw
         lo, hi = _span(ow, xoff, sw, width)
+        plane, crow = x[n0 + n, ch], col[r]
         for oy in range(oh):
-            y = oy * sh - ph + i * dh
-            q = n * oc + oy * ow
-            if y < 0 or y >= height:
-                for ox in range(ow):
-                    col[r, q + ox] = 0
-                continue
-            for ox in range(lo):
-                col[r, q + ox] = 0
-            if sw == 1:                        # unit stride: a loop LLVM vectorises
-                for ox in range(lo, hi):
-                    col[r, q + ox] = x[n0 + n, ch, y, ox + xoff]
-            else:
-                for ox in range(lo, hi):
-                    col[r, q + ox] = x[n0 + n, ch, y, ox * sw + xoff]
-            for ox in range(hi, ow):
-                col[r, q + ox] = 0
+            _row_columns(plane, oy * sh - ph + i * dh, height, width, sw, xoff, lo, hi, ow,
+                         crow, n * oc + oy * ow)
 
 
-@njit(cache=True, parallel=True)
+@kernel
 def col2im(col, n0, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
     """dx[n0 + n, c] = the sum of the columns of (c, image n) back onto their pixels."""
     c, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
@@ -65,28 +83,50 @@ def col2im(col, n0, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
     for t in prange(nb * c):
         n, ch = n0 + t // c, t % c
         q0 = (t // c) * oc
-        for y in range(height):
-            for xx in range(width):
-                dx[n, ch, y, xx] = 0
+        plane = dx[n, ch]
+        plane[...] = 0
         for i in range(kh):
             for j in range(kw):
-                r = (ch * kh + i) * kw + j
+                crow = col[(ch * kh + i) * kw + j]
                 xoff = j * dw - pw
                 lo, hi = _span(ow, xoff, sw, width)
                 for oy in range(oh):
-                    y = oy * sh - ph + i * dh
-                    if y < 0 or y >= height:
-                        continue
-                    q = q0 + oy * ow
-                    if sw == 1:
-                        for ox in range(lo, hi):
-                            dx[n, ch, y, ox + xoff] += col[r, q + ox]
-                    else:
-                        for ox in range(lo, hi):
-                            dx[n, ch, y, ox * sw + xoff] += col[r, q + ox]
+                    _row_fold(plane, oy * sh - ph + i * dh, height, sw, xoff, lo, hi, crow,
+                              q0 + oy * ow)
 
 
-@njit(cache=True, parallel=True)
+@kernel
+def im2col_rows(x, n, oy0, oy1, kh, kw, sh, sw, ph, pw, dh, dw, ow, col):
+    """col (C*kh*kw, (oy1-oy0)*ow): the columns of output rows oy0 .. oy1 of image n of x."""
+    height, width = x.shape[2], x.shape[3]
+    kk = kh * kw
+    for r in prange(col.shape[0]):
+        ch, i, j = r // kk, (r % kk) // kw, r % kw
+        xoff = j * dw - pw
+        lo, hi = _span(ow, xoff, sw, width)
+        plane, crow = x[n, ch], col[r]
+        for oy in range(oy0, oy1):
+            _row_columns(plane, oy * sh - ph + i * dh, height, width, sw, xoff, lo, hi, ow,
+                         crow, (oy - oy0) * ow)
+
+
+@kernel
+def col2im_rows_add(col, n, oy0, oy1, kh, kw, sh, sw, ph, pw, dh, dw, ow, dx):
+    """dx[n] += the columns of output rows oy0 .. oy1 added back onto their pixels."""
+    height, width = dx.shape[2], dx.shape[3]
+    for ch in prange(dx.shape[1]):
+        plane = dx[n, ch]
+        for i in range(kh):
+            for j in range(kw):
+                crow = col[(ch * kh + i) * kw + j]
+                xoff = j * dw - pw
+                lo, hi = _span(ow, xoff, sw, width)
+                for oy in range(oy0, oy1):
+                    _row_fold(plane, oy * sh - ph + i * dh, height, sw, xoff, lo, hi, crow,
+                              (oy - oy0) * ow)
+
+
+@kernel
 def to_nchw(gm, n0, bias, use_bias, y):
     """y[n0 + n, m, :] = gm[m, n*oc:(n+1)*oc] (+ bias[m]) for y (N, M, oc)."""
     m_count, oc = y.shape[1], y.shape[2]
@@ -98,7 +138,7 @@ def to_nchw(gm, n0, bias, use_bias, y):
             y[n0 + n, m, q] = gm[m, n * oc + q] + b
 
 
-@njit(cache=True, parallel=True)
+@kernel
 def from_nchw(y, n0, gm, db, use_db):
     """gm[m, n*oc:(n+1)*oc] = y[n0 + n, m, :]; db[m] += the sum of those values."""
     m_count, oc = y.shape[1], y.shape[2]
@@ -114,7 +154,35 @@ def from_nchw(y, n0, gm, db, use_db):
             db[m] += total
 
 
-@njit(cache=True, parallel=True)
+@kernel
+def add_bias(y, bias):
+    """y[n, m, :] += bias[m] for y (N, M, oc) (Caffe's forward_cpu_bias)."""
+    num, m_count, oc = y.shape
+    for t in prange(num * m_count):
+        n, m = t // m_count, t % m_count
+        b = bias[m]
+        for q in range(oc):
+            y[n, m, q] += b
+
+
+@kernel
+def bias_grad(dy, db):
+    """db[m] += the sum of dy[:, m, :] for dy (N, M, oc) (Caffe's backward_cpu_bias)."""
+    num, m_count, oc = dy.shape
+    for m in prange(m_count):
+        acc = np.zeros(8, dy.dtype)
+        for n in range(num):
+            q = 0
+            while q + 8 <= oc:
+                for k in range(8):
+                    acc[k] += dy[n, m, q + k]
+                q += 8
+            for r in range(q, oc):
+                acc[r - q] += dy[n, m, r]
+        db[m] += acc.sum()
+
+
+@kernel
 def depthwise_forward(x, w, bias, use_bias, sh, sw, ph, pw, dh, dw, y):
     """y[n, m] = b[m] + sum_ij w[m, 0, i, j] x[n, m // mult, oy*sh - ph + i*dh, ...]."""
     n_count, c, height, width = x.shape
@@ -144,7 +212,7 @@ def depthwise_forward(x, w, bias, use_bias, sh, sw, ph, pw, dh, dw, y):
                             y[n, m, oy, ox] += wv * x[n, ch, yy, ox * sw + xoff]
 
 
-@njit(cache=True, parallel=True)
+@kernel
 def depthwise_backward_data(dy, w, sh, sw, ph, pw, dh, dw, dx):
     """dx[n, c] = sum over the outputs m of channel c of W[m]-weighted top diffs."""
     n_count, c, height, width = dx.shape
@@ -174,7 +242,7 @@ def depthwise_backward_data(dy, w, sh, sw, ph, pw, dh, dw, dx):
                                 dx[n, ch, yy, ox * sw + xoff] += wv * dy[n, m, oy, ox]
 
 
-@njit(cache=True, parallel=True)
+@kernel
 def depthwise_backward_weights(dy, x, sh, sw, ph, pw, dh, dw, dwt, db, want_w, want_b):
     """dW[m, 0, i, j] += sum_n,oy,ox dy[n, m, oy, ox] x[n, m // mult, ...]; db[m] += sum dy."""
     n_count, c, height, width = x.shape

@@ -12,6 +12,7 @@ the parameter-gradient sums accumulate in float64.
 ``channel_sum``      sum of dy over outer and inner, per c (Bias's gradient)
 """
 import numpy as np
+from .jit import kernel
 from numba import njit, prange
 
 from .reduce import row_dot_sum, row_sum
@@ -20,7 +21,7 @@ from .reduce import row_dot_sum, row_sum
 BLOCK = 1 << 14
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def relu_forward(x, y, slope):
     """y = x if x > 0 else slope * x, over flat arrays (y may be x)."""
     n = x.size
@@ -30,7 +31,7 @@ def relu_forward(x, y, slope):
             y[i] = v if v > 0 else v * slope
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def relu_backward(x, dy, dx, slope):
     """dx = dy * ((x > 0) + slope * (x <= 0)) over flat arrays (dx may be dy)."""
     n = x.size
@@ -45,7 +46,7 @@ def relu_backward(x, dy, dx, slope):
             dx[i] = dy[i] * (p + q)
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def affine_forward(x3, s, b, y3, has_scale, has_bias, relu, slope):
     """y = x * s[c] (if has_scale) + b[c] (if has_bias), then ReLU(slope) if ``relu``;
     x3, y3 are (outer, dim, inner); y3 may be x3."""
@@ -64,7 +65,7 @@ def affine_forward(x3, s, b, y3, has_scale, has_bias, relu, slope):
             y3[o, c, i] = v
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def scale_backward(x3, dy3, s, ds, db, dx3, want_ds, want_db, want_dx):
     """Per channel c: ds[c] = sum dy * x, db[c] = sum dy (float64 sums, written, not added);
     dx = dy * s[c].  dx3 may be dy3 (a channel's sums are taken before its dx is written)."""
@@ -90,7 +91,7 @@ def scale_backward(x3, dy3, s, ds, db, dx3, want_ds, want_db, want_dx):
             db[c] = t
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def channel_sum(dy3, out):
     """out[c] = sum over (outer, inner) of dy3[:, c, :], accumulated in float64."""
     outer, dim, inner = dy3.shape

@@ -9,12 +9,13 @@
 ``max_backward``  dx = dy where mask == k, else 0
 Coefficients of 1 are exact (1 * a == a), so no special case is needed.
 """
+from .jit import kernel
 from numba import njit, prange
 
 BLOCK = 1 << 14
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def sum2(a, ca, b, cb, y, relu, slope):
     n = y.size
     for blk in prange((n + BLOCK - 1) // BLOCK):
@@ -25,7 +26,7 @@ def sum2(a, ca, b, cb, y, relu, slope):
             y[i] = v
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def sum_add(y, b, cb, relu, slope):
     n = y.size
     for blk in prange((n + BLOCK - 1) // BLOCK):
@@ -36,7 +37,7 @@ def sum_add(y, b, cb, relu, slope):
             y[i] = v
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def prod2(a, b, y):
     n = y.size
     for blk in prange((n + BLOCK - 1) // BLOCK):
@@ -44,7 +45,7 @@ def prod2(a, b, y):
             y[i] = a[i] * b[i]
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def prod_mul(y, b):
     n = y.size
     for blk in prange((n + BLOCK - 1) // BLOCK):
@@ -52,7 +53,7 @@ def prod_mul(y, b):
             y[i] = y[i] * b[i]
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def max2(a, b, y, mask):
     n = y.size
     mt = mask.dtype.type
@@ -64,7 +65,7 @@ def max2(a, b, y, mask):
             mask[i] = one - mt(av > bv)
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def max_next(b, k, y, mask):
     n = y.size
     mt = mask.dtype.type
@@ -76,7 +77,7 @@ def max_next(b, k, y, mask):
             mask[i] = m + mt(bv > yv) * (kk - m)   # wraps modulo 2^bits and back: exact
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def max_backward(dy, mask, k, dx):
     n = dy.size
     ft = dy.dtype.type

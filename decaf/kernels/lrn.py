@@ -12,10 +12,11 @@ The window sums accumulate in float64; scale, the power and the products are in 
 dtype.  ``scale`` is kept by the forward for the backward.
 """
 import numpy as np
+from .jit import kernel
 from numba import njit, prange
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def across_forward(x3, size, alpha_over_n, k, beta, scale3, y3):
     n_, c_, s_ = x3.shape
     p = (size - 1) // 2
@@ -32,7 +33,7 @@ def across_forward(x3, size, alpha_over_n, k, beta, scale3, y3):
             y3[n, c, j] = x3[n, c, j] * sc ** -beta
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def across_backward(x3, y3, dy3, scale3, size, coeff, beta, dx3):
     n_, c_, s_ = x3.shape
     p = (size - 1) // 2
@@ -69,7 +70,7 @@ def _box(v, p, rows, out):
             out[h, w] = t
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def within_forward(x3, size, alpha_over_n2, beta, scale3, y3):
     planes, h_, w_ = x3.shape
     p = (size - 1) // 2
@@ -90,7 +91,7 @@ def within_forward(x3, size, alpha_over_n2, beta, scale3, y3):
                 y3[r, h, w] = x3[r, h, w] * sc ** -beta
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def within_backward(x3, y3, dy3, scale3, size, coeff, beta, dx3):
     planes, h_, w_ = x3.shape
     p = (size - 1) // 2

@@ -14,6 +14,7 @@ clipped loop.  Same cells, same order either way.
 from . import threads  # noqa: F401  (Numba's environment before its first import)
 
 import numpy as np
+from .jit import kernel
 from numba import njit, prange
 
 FLT_MAX = float(np.finfo(np.float32).max)
@@ -80,7 +81,7 @@ def _max_full_row(xs, ts, ms, a, b0, b1, kh, kw, sh, sw, ph, pw, width, ow, neg)
             ts[a * ow + b], ms[a * ow + b] = best, idx
 
 
-@njit(cache=True, parallel=True)
+@kernel
 def max_forward(x, kh, kw, sh, sw, ph, pw, top, mask):
     """top[n, c, a, b] = max of the window (Caffe's init -FLT_MAX, strict >); mask: its
     plane index h * W + w (int32, -1 for none).  Windows wholly inside the plane take the
@@ -105,7 +106,7 @@ def max_forward(x, kh, kw, sh, sw, ph, pw, top, mask):
             _max_full_row(xs, ts, ms, a, lo, hi, kh, kw, sh, sw, ph, pw, width, ow, neg)
 
 
-@njit(cache=True, parallel=True)
+@kernel
 def max_backward(top_diff, mask, bottom_diff):
     """bottom_diff = 0, then each top diff added onto its mask cell (Caffe's backward)."""
     n, c, height, width = bottom_diff.shape
@@ -172,7 +173,7 @@ def _ave_full_row(xs, ts, a, b0, b1, kh, kw, sh, sw, ph, pw, width, ow):
             ts[a * ow + b] = total / size
 
 
-@njit(cache=True, parallel=True)
+@kernel
 def ave_forward(x, kh, kw, sh, sw, ph, pw, top):
     """top = (sum of the window inside the bottom) / pool_size, summed in Caffe's order;
     whole windows unrolled as in max_forward."""
@@ -192,7 +193,7 @@ def ave_forward(x, kh, kw, sh, sw, ph, pw, top):
             _ave_full_row(xs, ts, a, lo, hi, kh, kw, sh, sw, ph, pw, width, ow)
 
 
-@njit(cache=True, parallel=True)
+@kernel
 def ave_backward(top_diff, kh, kw, sh, sw, ph, pw, bottom_diff):
     """bottom_diff = 0, then top_diff / pool_size added onto every cell of each window."""
     n, c, height, width = bottom_diff.shape

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..kernels import conv as kernels
 from ..kernels.rowconv import RowConv, scratch
+from ..kernels import cblas
 from ..kernels.blas import gemm_accumulate
 from ..filler import fill
 from ..kernels.im2col import CompiledIm2Col, Im2Col, conv_output_shape, deconv_output_shape
@@ -34,6 +35,23 @@ COMPILED = True
 # 2-D convolutions with dilation 1 through the row-GEMM engine (decaf.kernels.rowconv), which
 # still beats the plain im2col + GEMM on NumPy (benchmarks/NOTES.md, section 7)
 ROW_GEMM = True
+# ... except where Caffe's plain im2col + GEMM is faster (ConvolutionLayer._plain_gemm_wins)
+PLAIN_GEMM_MIN_OUTPUTS = 128
+PLAIN_GEMM_1X1 = True
+# Compiled 2-D convolutions whose output planes have at least this many pixels run image by
+# image, the GEMMs straight on the NCHW blobs; smaller planes fold a chunk of images into the
+# GEMM's columns (fewer, wider GEMMs, and a move to and from that layout).
+PER_IMAGE_MIN_COLUMNS = 64
+# ... and build their columns a block of output rows at a time, about this many elements (the
+# block stays in cache between im2col and the GEMM that reads it)
+COL_BLOCK_ELEMENTS = 1 << 18
+COL_BLOCK_WEIGHTS = 4
+
+
+def _gemm(a, b, c):
+    """c = a @ b into a strided window c (BLAS with its leading dimension; NumPy otherwise)."""
+    if not cblas.gemm(a, b, c):
+        c[...] = a @ b
 
 def _axis_values(layer, cp, field, hw, num_spatial, default):
     """Caffe's rule for one geometric field: the _h/_w pair, or the repeated field (0/1/n)."""
@@ -84,7 +102,8 @@ class _GemmConv:
     Deconvolution: image = top, column side = bottom.
     """
 
-    def __init__(self, xp, dtype, num, image_shape, col_channels, geometry, group, out_spatial):
+    def __init__(self, xp, dtype, num, image_shape, col_channels, geometry, group, out_spatial,
+                 image_by_image=None):
         kernel, stride, pad, dilation = geometry
         self.xp, self.group, self.num = xp, group, num
         self.compiled = COMPILED and xp is np and len(image_shape) == 3
@@ -103,6 +122,16 @@ class _GemmConv:
         self.dtype = dtype
         self.wtmp = xp.empty((group, self.mg, self.kd), dtype=dtype)
         self.none = xp.empty(0, dtype=dtype)       # "no bias" for the kernels
+        # Caffe's own loop (forward_cpu_gemm per image): the GEMMs read and write the NCHW
+        # images in place, no chunk layout to move through; 1x1 / stride 1 / pad 0 needs no
+        # column buffer at all (Caffe's is_1x1_)
+        if image_by_image is None:
+            image_by_image = self.oc >= PER_IMAGE_MIN_COLUMNS or num == 1
+        self.per_image = self.compiled and bool(image_by_image)
+        self.is_1x1 = (all(k == 1 for k in kernel) and all(s == 1 for s in stride)
+                       and all(p == 0 for p in pad))
+        self.cg = int(image_shape[0]) // group
+        self.blocks = self._row_blocks() if self.per_image else None
 
     def chunks(self):
         for n0 in range(0, self.num, self.chunk):
@@ -164,12 +193,73 @@ class _GemmConv:
             gemm_accumulate(gm[g], col[g].T, dwg[g])
 
     # -- Convolution through this engine ---------------------------------------------------
+    def _row_blocks(self):
+        """Blocks of output rows whose columns hold about COL_BLOCK_ELEMENTS, and at least
+        COL_BLOCK_WEIGHTS times the weights (every block's GEMM reads all of them again)."""
+        oh, ow = self.plan.out_spatial
+        target = max(COL_BLOCK_ELEMENTS, COL_BLOCK_WEIGHTS * self.m * self.kd)
+        rows = int(max(1, min(oh, target // max(self.plan.col_rows * ow, 1))))
+        count = -(-oh // rows)
+        rows = -(-oh // count)                  # equal blocks
+        return [(r, min(r + rows, oh)) for r in range(0, oh, rows)]
+
+    def _block(self, name, oy0, oy1):
+        nq = (oy1 - oy0) * self.plan.out_spatial[1]
+        return scratch(self.xp, self.dtype, name, self.plan.col_rows * nq).reshape(
+            self.group, self.kd, nq)
+
     def forward(self, x, w, bias, y):
         """y = W (*) x + b for x (num, C, *S), y (num, M, *O)."""
         wg = w.reshape(self.group, self.mg, -1)
         yf = y.reshape(self.num, self.m, -1)
-        for n0, n1 in self.chunks():
-            self.to_col_side(self.im2col(x, n0, n1), wg, yf, n0, n1, bias)
+        if not self.per_image:
+            for n0, n1 in self.chunks():
+                self.to_col_side(self.im2col(x, n0, n1), wg, yf, n0, n1, bias)
+            return
+        ow = self.plan.out_spatial[1]
+        for n in range(self.num):
+            yn = yf[n].reshape(self.group, self.mg, self.oc)
+            if self.is_1x1:
+                self.xp.matmul(wg, x[n].reshape(self.group, self.kd, self.oc), out=yn)
+                continue
+            for oy0, oy1 in self.blocks:
+                col = self._block("col", oy0, oy1)
+                kernels.im2col_rows(x, n, oy0, oy1, *self.plan.args[:-2], ow,
+                                    col.reshape(self.plan.col_rows, -1))
+                if len(self.blocks) == 1:
+                    self.xp.matmul(wg, col, out=yn)
+                    continue
+                for g in range(self.group):
+                    _gemm(wg[g], col[g], yn[g, :, oy0 * ow:oy1 * ow])
+        if bias is not None:
+            kernels.add_bias(yf, bias)
+
+    def _backward_per_image(self, yf, x, wg, dwg, xdiff):
+        ow = self.plan.out_spatial[1]
+        for n in range(self.num):
+            dyn = yf[n].reshape(self.group, self.mg, self.oc)
+            if self.is_1x1:
+                if dwg is not None:
+                    self.weight_grad(dyn, x[n].reshape(self.group, self.kd, self.oc), dwg)
+                if xdiff is not None:
+                    self.xp.matmul(wg.transpose(0, 2, 1), dyn,
+                                   out=xdiff[n].reshape(self.group, self.kd, self.oc))
+                continue
+            if xdiff is not None:
+                xdiff[n] = 0
+            for oy0, oy1 in self.blocks:
+                dy = dyn[:, :, oy0 * ow:oy1 * ow]
+                if dwg is not None:
+                    col = self._block("col", oy0, oy1)
+                    kernels.im2col_rows(x, n, oy0, oy1, *self.plan.args[:-2], ow,
+                                        col.reshape(self.plan.col_rows, -1))
+                    self.weight_grad(dy, col, dwg)
+                if xdiff is not None:
+                    dcol = self._block("dcol", oy0, oy1)
+                    for g in range(self.group):
+                        _gemm(wg[g].T, dy[g], dcol[g])
+                    kernels.col2im_rows_add(dcol.reshape(self.plan.col_rows, -1), n, oy0, oy1,
+                                            *self.plan.args[:-2], ow, xdiff)
 
     def backward(self, ydiff, x, w, dw, db, xdiff):
         """db += sum ydiff; dW += ydiff (*) x; xdiff = W^T (*) ydiff (those not None)."""
@@ -180,6 +270,11 @@ class _GemmConv:
             return
         wg = w.reshape(self.group, self.mg, -1)
         dwg = dw.reshape(self.group, self.mg, -1) if dw is not None else None
+        if self.per_image:
+            if db is not None:
+                kernels.bias_grad(yf, db)
+            self._backward_per_image(yf, x, wg, dwg, xdiff)
+            return
         for n0, n1 in self.chunks():
             gm = self.gather(yf, n0, n1, db)
             if dwg is not None:
@@ -209,6 +304,30 @@ class _DepthwiseConv:
                 self.none if db is None else db, dw is not None, db is not None)
         if xdiff is not None:
             kernels.depthwise_backward_data(ydiff, w, *self.args, xdiff)
+
+
+class _DepthwiseDeconv:
+    """2-D deconvolution with one output channel per group (group == num_output): the
+    transpose of a depthwise convolution from the top to the bottom, as direct loops:
+    top = depthwise^T(bottom) + b, bottom_diff = depthwise(top_diff), dW += bottom (*) top_diff."""
+
+    def __init__(self, dtype, geometry):
+        _, stride, pad, dilation = geometry
+        self.args = tuple(stride) + tuple(pad) + tuple(dilation)
+        self.none = np.empty(0, dtype=dtype)
+
+    def forward(self, x, w, bias, y):
+        kernels.depthwise_backward_data(x, w, *self.args, y)
+        if bias is not None:
+            kernels.add_bias(y.reshape(y.shape[0], y.shape[1], -1), bias)
+
+    def backward(self, ydiff, x, w, dw, db, xdiff):
+        if db is not None:
+            kernels.bias_grad(ydiff.reshape(ydiff.shape[0], ydiff.shape[1], -1), db)
+        if dw is not None:
+            kernels.depthwise_backward_weights(x, ydiff, *self.args, dw, self.none, True, False)
+        if xdiff is not None:
+            kernels.depthwise_forward(ydiff, w, self.none, False, *self.args, xdiff)
 
 
 class BaseConvolutionLayer(Layer):
@@ -345,11 +464,20 @@ class ConvolutionLayer(BaseConvolutionLayer):
         if (COMPILED and self.xp is np and len(in_spatial) == 2 and self.group > 1
                 and self.group == self.channels):
             return _DepthwiseConv(dtype, self.geometry)
-        if ROW_GEMM and len(in_spatial) == 2 and self.geometry[3] == (1, 1):
+        if ROW_GEMM and len(in_spatial) == 2 and self.geometry[3] == (1, 1) and \
+                not self._plain_gemm_wins():
             return RowConv(self.xp, dtype, self.num, self.channels, in_spatial,
                            self.num_output, self.geometry, self.group, out_spatial)
         return _GemmConv(self.xp, dtype, self.num, (self.channels,) + tuple(in_spatial),
                          self.num_output, self.geometry, self.group, out_spatial)
+
+    def _plain_gemm_wins(self):
+        """Caffe's own im2col + GEMM beats the row-GEMM engine for 1x1 kernels (no columns to
+        build) and from PLAIN_GEMM_MIN_OUTPUTS outputs per group (the GEMM outweighs building
+        the columns); the row engine's shifted GEMMs, which build none, win below (NOTES, 9)."""
+        kernel = self.geometry[0]
+        return ((PLAIN_GEMM_1X1 and all(k == 1 for k in kernel)) or
+                self.num_output // self.group >= PLAIN_GEMM_MIN_OUTPUTS)
 
     def forward(self, bottom, top):
         w = self.blobs[0].data
@@ -386,10 +514,25 @@ class DeconvolutionLayer(BaseConvolutionLayer):
         return deconv_output_shape(in_spatial, *self.geometry)
 
     def make_engine(self, dtype, in_spatial, out_spatial):
+        if (COMPILED and self.xp is np and len(in_spatial) == 2 and self.group > 1
+                and self.group == self.num_output):
+            return _DepthwiseDeconv(dtype, self.geometry)
         return _GemmConv(self.xp, dtype, self.num, (self.num_output,) + tuple(out_spatial),
                          self.channels, self.geometry, self.group, in_spatial)
 
+    def _direct(self):
+        """The engine computes the whole layer itself (_DepthwiseDeconv)."""
+        return isinstance(self.engine, _DepthwiseDeconv)
+
     def forward(self, bottom, top):
+        if self._direct():
+            w = self.blobs[0].data
+            bias = self.blobs[1].data if self.bias_term else None
+            for b, t in zip(bottom, top):
+                self.engine.forward(b.data.reshape((self.num, self.channels) + self.in_spatial),
+                                    w, bias, t.data.reshape((self.num, self.num_output)
+                                                            + self.out_spatial))
+            return
         eng, wg = self.engine, self._wg(self.blobs[0].data)
         for b, t in zip(bottom, top):
             x = self._flat(b.data, self.channels)
@@ -399,6 +542,9 @@ class DeconvolutionLayer(BaseConvolutionLayer):
             self._bias_forward(self._flat(t.data, self.num_output))
 
     def backward(self, top, propagate_down, bottom):
+        if self._direct():
+            self._backward_direct(top, propagate_down, bottom)
+            return
         eng, wg = self.engine, self._wg(self.blobs[0].data)
         dwg = self._wg(self.blobs[0].diff) if self.param_propagate_down[0] else None
         for i, (t, b) in enumerate(zip(top, bottom)):
@@ -415,6 +561,18 @@ class DeconvolutionLayer(BaseConvolutionLayer):
                     eng.weight_grad(eng.gather(x, n0, n1), col, dwg)
                 if want_x:
                     eng.to_col_side(col, wg, xdiff, n0, n1)
+
+
+    def _backward_direct(self, top, propagate_down, bottom):
+        w = self.blobs[0].data
+        dw = self.blobs[0].diff if self.param_propagate_down[0] else None
+        db = self.blobs[1].diff if self.bias_term and self.param_propagate_down[1] else None
+        img = (self.num, self.channels) + self.in_spatial
+        out = (self.num, self.num_output) + self.out_spatial
+        for i, (t, b) in enumerate(zip(top, bottom)):
+            want_x = i < len(propagate_down) and propagate_down[i]
+            self.engine.backward(t.diff.reshape(out), b.data.reshape(img), w, dw, db,
+                                 b.diff.reshape(img) if want_x else None)
 
 
 @register_layer("Im2col")

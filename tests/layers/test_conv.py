@@ -109,16 +109,30 @@ CONV_CASES = [
      (1, 2, 3, 4, 3), 2),
     ("kernel_size: 3 axis: 2", (2, 2, 3, 4, 4), 2),
     ("kernel_size: 3 stride: 2", (1, 2, 2, 5), 2),     # C-truncated output: reads over an edge
+    ("kernel_size: 1 stride: 2 group: 2", (3, 4, 5, 5), 4),     # strided 1x1: columns needed
+    ("kernel_size: 1 group: 2", (3, 4, 3, 5), 6),               # 1x1: the GEMMs on the blobs
+    ("kernel_size: 5 pad: 3 stride: 4", (2, 2, 6, 7), 3),       # stride > kernel... windows in pad
 ]
 
 
-@pytest.fixture(params=["rows", "compiled", "arrays"])
+@pytest.fixture(params=["rows", "compiled", "per_image", "arrays"])
 def compiled(request, monkeypatch):
-    """Every engine: the row-GEMM one, im2col + GEMM on the compiled kernels, and on the
-    strided-view arrays CuPy runs (here on NumPy)."""
-    monkeypatch.setattr(conv_mod, "ROW_GEMM", request.param == "rows")
-    monkeypatch.setattr(conv_mod, "COMPILED", request.param != "arrays")
-    return request.param
+    """Every engine: the row-GEMM one; im2col + GEMM on the compiled kernels with chunks of
+    images in the columns, and image by image (columns one output row at a time, so that
+    several blocks run); and on the strided-view arrays CuPy runs (here on NumPy)."""
+    mode = request.param
+    monkeypatch.setattr(conv_mod, "ROW_GEMM", mode == "rows")
+    monkeypatch.setattr(conv_mod, "COMPILED", mode != "arrays")
+    if mode == "rows":        # every 2-D dilation-1 case through the row engine, 1x1 included
+        monkeypatch.setattr(conv_mod, "PLAIN_GEMM_1X1", False)
+        monkeypatch.setattr(conv_mod, "PLAIN_GEMM_MIN_OUTPUTS", 10 ** 9)
+    if mode == "compiled":
+        monkeypatch.setattr(conv_mod, "PER_IMAGE_MIN_COLUMNS", 10 ** 9)
+    if mode == "per_image":
+        monkeypatch.setattr(conv_mod, "PER_IMAGE_MIN_COLUMNS", 1)
+        monkeypatch.setattr(conv_mod, "COL_BLOCK_ELEMENTS", 1)
+        monkeypatch.setattr(conv_mod, "COL_BLOCK_WEIGHTS", 0)
+    return mode
 
 
 @pytest.mark.parametrize("params,shape,num_output", CONV_CASES)
@@ -276,6 +290,10 @@ DECONV_CASES = [
     ("kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 0", (1, 2, 3, 4), 2),
     ("kernel_size: 3 stride: 2", (2, 3, 4), 2),
     ("kernel_size: 2 stride: 2 pad: 0", (1, 2, 2, 2, 3), 2),
+    ("kernel_size: 3 group: 3 stride: 2 pad: 1", (2, 3, 4, 5), 3),          # depthwise
+    ("kernel_size: 4 group: 2 stride: 2 pad: 1 dilation: 2", (1, 4, 3, 3), 2),  # 2 in / group
+    ("kernel_h: 3 kernel_w: 2 group: 2 stride_h: 3 stride_w: 1 pad_h: 0 pad_w: 1 "
+     "bias_term: false", (2, 2, 3, 4), 2),
 ]
 
 

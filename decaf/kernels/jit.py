@@ -1,0 +1,57 @@
+"""How decaf compiles a kernel: ``@kernel`` = Numba ``njit(cache=True)`` twice, serial and
+``parallel=True`` (its ``prange`` loops on Numba's pool), and a call picks one.
+
+Waking Numba's pool costs 30-120 us per call (the ``workqueue`` layer's sleeping workers, see
+decaf.kernels.threads), more than a small kernel's whole work: a 16 x 9 bias pass took 50-126
+us in parallel against 0.5 us serial (benchmarks/NOTES.md, section 9).  So a call runs the
+serial compilation when decaf runs on one thread, or when its largest array holds fewer than
+``PARALLEL_MIN_ELEMENTS`` values; the parallel one otherwise.  Both compile the same source,
+and every kernel's parallel loop writes disjoint outputs in the serial loop's order per
+output, so the choice never changes a result (the serial one takes the parallel one's NumPy
+error model: a float division by zero gives inf / nan, as in a ``prange`` loop, no exception).  Each compilation has its own cache entry (the
+serial copy of the function carries a ``_serial`` name), and is compiled on its first call.
+"""
+import functools
+import types
+
+from . import threads
+from numba import njit
+
+# Largest array of a call, in elements, from which the parallel compilation runs.
+PARALLEL_MIN_ELEMENTS = 1 << 16
+
+
+def _renamed(fn, suffix):
+    """A copy of ``fn`` whose name (and so its Numba cache file) ends in ``suffix``."""
+    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix,
+                              fn.__defaults__, fn.__closure__)
+    copy.__qualname__ = fn.__qualname__ + suffix
+    copy.__module__ = fn.__module__
+    copy.__doc__ = fn.__doc__
+    return copy
+
+
+class Kernel:
+    """A compiled loop: ``serial`` and ``parallel`` Numba dispatchers, one call picks."""
+
+    def __init__(self, fn):
+        self.py_func = fn
+        self.serial = njit(cache=True, error_model="numpy")(_renamed(fn, "_serial"))
+        self.parallel = njit(cache=True, parallel=True)(fn)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args):
+        if threads.get_num_threads() > 1:
+            largest = 0
+            for a in args:
+                size = getattr(a, "size", 0)
+                if size > largest:
+                    largest = size
+            if largest >= PARALLEL_MIN_ELEMENTS:
+                return self.parallel(*args)
+        return self.serial(*args)
+
+
+def kernel(fn):
+    """``@kernel``: compile ``fn`` as a decaf kernel (see the module docstring)."""
+    return Kernel(fn)
