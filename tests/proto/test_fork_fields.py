@@ -127,3 +127,20 @@ def test_nvcaffe_type_fields_at_bvlc_numbers_parse_as_unknown():
     assert set(compat.unknown_field_summary(layer)) == {
         "caffe.LayerParameter field %d" % n for n in (145, 146, 147, 148, 150)}
     assert layer.SerializeToString() == raw
+
+
+def test_foreign_field_labels_match_the_recorded_forks():
+    for (msg, number), label in compat.KNOWN_FOREIGN.items():
+        if msg != "caffe.LayerParameter":
+            continue
+        assert number not in LAYER.fields_by_number, label
+        names = {rec["own"][number][0] for rec in FORKS.values() if number in rec["own"]}
+        assert len(names) == 1 and label.endswith("'s " + names.pop()), (number, label)
+
+
+def test_a_fast_rcnn_layer_is_named_in_the_warning():
+    raw = _varint((1 << 3) | 2) + _varint(4) + b"rois"
+    raw += _varint((8266711 << 3) | 2) + _varint(2) + _varint(1 << 3) + _varint(7)
+    layer = caffe_pb2.LayerParameter.FromString(raw)
+    assert compat.unknown_field_summary(layer) == {
+        "caffe.LayerParameter field 8266711 (Fast R-CNN's roi_pooling_param)": 1}
