@@ -11,7 +11,7 @@ Only what was read is recorded; nothing here is inferred from another fork.
 """
 
 FORKS = {
-    # early SSD development state of weiliu89/caffe (the ssd branch itself is not in the index)
+    # a stored version of weiliu89/caffe that is not its ssd branch (that is not in the index)
     "weiliu89/caffe@1d74defc": {
         "bvlc": set(range(100, 145)),
         "own": {145: ("norm_param", "NormalizeParameter"),

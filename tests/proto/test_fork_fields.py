@@ -18,8 +18,8 @@ KNOWN_RENUMBERED = {
     # PSPNet predates BVLC's ScaleLayer/BiasLayer and numbered its own copies; BVLC's win
     ("hszhao/PSPNet@88d0b3ee", "scale_param"): (160, 142),
     ("hszhao/PSPNet@88d0b3ee", "bias_param"): (161, 141),
-    # an early SSD state; SSD's released numbering (206) is the one NVIDIA, Intel and
-    # MobileNet-YOLO carry, and the one decaf uses
+    # a version of SSD's repository that is not its ssd branch; 206 is the number NVIDIA,
+    # Intel and MobileNet-YOLO carry, and the one decaf uses
     ("weiliu89/caffe@1d74defc", "norm_param"): (145, 206),
 }
 
