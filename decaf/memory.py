@@ -111,7 +111,7 @@ class _Budget:
         self.total = 0
         self.by_owner = {}
         self.owner = None
-        self.scratch = 0
+        self.scratch = {}
 
     def add(self, nbytes, detail):
         if self.total + nbytes > self.limit:
@@ -160,31 +160,50 @@ def check(nbytes, detail):
                                                      ENV))
 
 
-def layer_scratch_bytes(layer):
-    """Bytes of the column buffer of a (De)Convolution layer, as Caffe's col_buffer_ for one
-    image: (channels of the image side x kernel size) x spatial size of the column side; 0 for
-    other layers (decaf's kernels chunk their scratch, so one image's worth is the floor)."""
+def scratch_buffers(layer):
+    """{name: bytes} of the shared scratch a (De)Convolution layer takes in forward/backward,
+    {} for other layers. The convolution engines build their column buffer for a chunk of
+    images at a time, about ``COL_BUFFER_ELEMENTS`` elements (one image when one image is
+    larger), and move the column side (top of a Convolution, bottom of a Deconvolution) of
+    the same chunk through a GEMM buffer; both live in one per-thread workspace that every
+    layer shares (decaf.kernels.rowconv.scratch), so a net needs the largest of each."""
     kind = getattr(layer, "type", "")
     if kind not in ("Convolution", "Deconvolution"):
-        return 0
+        return {}
     try:
-        kernel = np.prod(layer.geometry[0], dtype=np.int64)
+        from .kernels.rowconv import COL_BUFFER_ELEMENTS
+        kernel = int(np.prod(layer.geometry[0], dtype=np.int64))
         if kind == "Convolution":
-            rows, cols = layer.channels * kernel, np.prod(layer.out_spatial, dtype=np.int64)
+            image, side = layer.channels, layer.num_output
+            spatial = int(np.prod(layer.out_spatial, dtype=np.int64))
         else:
-            rows, cols = layer.num_output * kernel, np.prod(layer.in_spatial, dtype=np.int64)
-        return int(rows) * int(cols) * layer.blobs[0].dtype.itemsize
+            image, side = layer.num_output, layer.channels
+            spatial = int(np.prod(layer.in_spatial, dtype=np.int64))
+        per_image = image * kernel * spatial
+        chunk = max(1, min(int(layer.num), COL_BUFFER_ELEMENTS // max(per_image, 1)))
+        size = layer.blobs[0].dtype.itemsize
+        return {"col": chunk * per_image * size, "gemm": chunk * side * spatial * size}
     except (AttributeError, IndexError, TypeError, ValueError):
-        return 0
+        return {}
+
+
+def layer_scratch_bytes(layer):
+    """Bytes of ``layer``'s shared scratch buffers (see scratch_buffers); 0 for most layers."""
+    return sum(scratch_buffers(layer).values())
 
 
 def reserve_scratch(layer):
-    """Account for ``layer``'s scratch buffers: shared by all layers, so the largest counts."""
+    """Account for ``layer``'s scratch buffers: shared by all layers, so for each buffer the
+    largest need of the net counts (charged to the layer that raises it)."""
     b = getattr(_local, "budget", None)
-    need = layer_scratch_bytes(layer)
-    if b is not None and need > b.scratch:
-        b.add(need - b.scratch, "its column buffer")
-        b.scratch = need
+    if b is None:
+        return
+    for name, need in sorted(scratch_buffers(layer).items()):
+        have = b.scratch.get(name, 0)
+        if need > have:
+            b.add(need - have, "its %s buffer (convolution scratch)" % (
+                "column" if name == "col" else "GEMM"))
+            b.scratch[name] = need
 
 
 def _gpu_pool_free():

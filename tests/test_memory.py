@@ -51,7 +51,8 @@ def test_limit_counts_every_blob_data_and_diff(monkeypatch):
     monkeypatch.setenv(memory.ENV, str(blob_bytes + col))
     decaf.Net(NET % 10, decaf.TEST)
     monkeypatch.setenv(memory.ENV, str(blob_bytes + col - 1))
-    with pytest.raises(OutOfMemoryError, match=r"Largest layers: layer 'ip' 45\.4 KiB, layer 'conv'"):
+    with pytest.raises(OutOfMemoryError, match=r"Largest layers: layer 'conv' 45\.7 KiB, "
+                                               r"layer 'ip' 45\.4 KiB"):
         decaf.Net(NET % 10, decaf.TEST)
 
 
@@ -82,3 +83,67 @@ def test_limit_sources_are_consulted(monkeypatch):
     assert 0 < limit and source
     monkeypatch.setattr(memory, "_meminfo_available", lambda: 12345)
     assert memory.available() == (12345, "MemAvailable in /proc/meminfo")
+
+
+POOL = """
+name: "p"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 8 dim: 16 dim: 32 dim: 32 } } }
+layer { name: "pool" type: "Pooling" bottom: "data" top: "pool"
+        pooling_param { pool: MAX kernel_size: 1 stride: 1 } }
+"""
+
+
+def test_pooling_mask_counts_and_names_the_pooling_layer(monkeypatch):
+    count = 8 * 16 * 32 * 32
+    blob_bytes = 2 * count * 2 * 4                 # data and pool top, data and diff, float32
+    mask = decaf.Net(POOL, decaf.TEST).layers[1].mask.nbytes
+    assert mask == count * decaf.Net(POOL, decaf.TEST).layers[1].mask.itemsize
+    monkeypatch.setenv(memory.ENV, str(blob_bytes + mask))
+    decaf.Net(POOL, decaf.TEST)                    # exactly enough
+    monkeypatch.setenv(memory.ENV, str(blob_bytes + mask - 1))
+    with pytest.raises(OutOfMemoryError) as info:
+        decaf.Net(POOL, decaf.TEST)
+    msg = str(info.value)
+    assert "the argmax mask of pooling layer 'pool', shape (8, 16, 32, 32)" in msg
+    assert "Largest layers: layer 'pool'" in msg
+
+
+CONVS = """
+name: "c"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 64 dim: 64 } } }
+layer { name: "small" type: "Convolution" bottom: "data" top: "small"
+        convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "wide" type: "Convolution" bottom: "small" top: "wide"
+        convolution_param { num_output: 64 kernel_size: 5 pad: 2 } }
+"""
+
+
+def test_conv_scratch_is_the_largest_of_each_shared_buffer(monkeypatch):
+    net = decaf.Net(CONVS, decaf.TEST)
+    small, wide = (memory.scratch_buffers(net.layers[i]) for i in (1, 2))
+    # the column buffer of a chunk of images: 2 images of (C*k*k) x (64*64), then the GEMM side
+    assert small == {"col": 2 * 27 * 4096 * 4, "gemm": 2 * 4 * 4096 * 4}
+    assert wide == {"col": 2 * 100 * 4096 * 4, "gemm": 2 * 64 * 4096 * 4}
+    blobs = sum(b.count for b in net.blobs.values()) + sum(
+        p.count for layer in net.layers for p in layer.blobs)
+    shared = max(small["col"], wide["col"]) + max(small["gemm"], wide["gemm"])
+    monkeypatch.setenv(memory.ENV, str(blobs * 2 * 4 + shared))
+    decaf.Net(CONVS, decaf.TEST)
+    monkeypatch.setenv(memory.ENV, str(blobs * 2 * 4 + shared - 1))
+    with pytest.raises(OutOfMemoryError, match=r"its GEMM buffer \(convolution scratch\).*"
+                                               r"Largest layers: layer 'wide'"):
+        decaf.Net(CONVS, decaf.TEST)
+
+
+def test_conv_scratch_estimate_covers_the_workspace_a_pass_takes():
+    # the shared workspace after a forward and backward is no larger than what was reserved
+    from decaf.kernels import rowconv
+    rowconv._WORKSPACE.bufs = {}
+    net = decaf.Net(CONVS.replace('name: "c"', 'name: "c" force_backward: true'), decaf.TRAIN)
+    net.blobs["data"].data[...] = np.random.RandomState(0).rand(2, 3, 64, 64)
+    net.forward()
+    net.backward()
+    taken = sum(b.nbytes for b in rowconv._WORKSPACE.bufs.values())
+    reserved = sum(max(memory.scratch_buffers(layer).get(k, 0) for layer in net.layers)
+                   for k in ("col", "gemm"))
+    assert 0 < taken <= reserved

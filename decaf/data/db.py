@@ -22,14 +22,14 @@ import os
 import struct
 import threading
 
-from ..errors import DecafError
+from ..errors import DataSourceError
 
 READ, WRITE, NEW = "r", "w", "new"
 _MODES = {"r": READ, "read": READ, "w": WRITE, "write": WRITE, "new": NEW}
 LMDB_DEFAULT_MAP_SIZE = 10485760  # liblmdb's default, which Caffe keeps and doubles on demand
 
 
-class DBError(DecafError):
+class DBError(DataSourceError):
     """A database that cannot be opened, read or written."""
 
 

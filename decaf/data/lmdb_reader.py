@@ -20,7 +20,9 @@ Protocol (little-endian): a request is ``op (1 byte) | u32 length | payload``; t
     S                   number of records                    -> u64 entries
 The process ends when its stdin closes (the DB was closed, or decaf's process ended).
 """
+import mmap
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -58,66 +60,129 @@ class LMDBCorruptError(Exception):
 
 
 def _check_lmdb_pages(env, source):
-    """A data.mdb shorter than its meta page says would make liblmdb read past the end of the
-    mapping (SIGBUS): refuse it as truncated."""
+    """Refuse a data.mdb that would make liblmdb read outside its mapping (SIGSEGV/SIGBUS):
+    shorter than its meta page says (truncated), or with pages whose nodes or page numbers
+    point outside the page or the file. Every branch page reachable from the root is checked
+    whatever the size, with a sample of the leaves (all of them up to ``LMDB_LEAF_SAMPLE``);
+    files up to ``LMDB_CHECK_BYTES`` have every page checked as well."""
+    path = os.path.join(source, "data.mdb")
     try:
-        need = (int(env.info()["last_pgno"]) + 1) * int(env.stat()["psize"])
-        size = os.path.getsize(os.path.join(source, "data.mdb"))
+        psize, depth = int(env.stat()["psize"]), int(env.stat()["depth"])
+        last = int(env.info()["last_pgno"])
+        size = os.path.getsize(path)
     except Exception as e:  # noqa: BLE001 (lmdb.Error or OSError: unreadable)
         raise LMDBCorruptError("cannot read LMDB %s: %s" % (source, e)) from None
+    need = (last + 1) * psize
     if size < need:
         raise LMDBCorruptError("LMDB %s is truncated or corrupt: data.mdb holds %d bytes, its meta page "
                       "needs %d" % (source, size, need))
-    if size <= LMDB_CHECK_BYTES:
-        problem = _lmdb_page_problem(os.path.join(source, "data.mdb"),
-                                     int(env.stat()["psize"]), int(env.info()["last_pgno"]))
-        if problem:
-            raise LMDBCorruptError("LMDB %s is corrupt: %s" % (source, problem))
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), need, access=mmap.ACCESS_READ) as data:
+        problem = _lmdb_tree_problem(data, psize, last, depth)
+        if not problem and size <= LMDB_CHECK_BYTES:
+            problem = _lmdb_page_problem(data, psize, last)
+    if problem:
+        raise LMDBCorruptError("LMDB %s is corrupt: %s" % (source, problem))
 
 
-# Databases up to this size have their pages checked when opened (liblmdb trusts them and
-# reads wherever a corrupt page points, which can kill the process).
+# Databases up to this size have every page checked when opened (liblmdb trusts them and
+# reads wherever a corrupt page points, which can kill the process); bigger ones have their
+# branch pages and LMDB_LEAF_SAMPLE leaves checked. Whatever is left unchecked and still
+# crashes the reader process is reported as a DBError naming the database (Reader._died).
 LMDB_CHECK_BYTES = 64 << 20
+LMDB_LEAF_SAMPLE = 4096
+LMDB_BRANCH_LIMIT = 1 << 16  # branch pages walked at most (a 10 GiB database has ~30000)
 _P_BRANCH, _P_LEAF, _P_OVERFLOW, _P_META = 0x01, 0x02, 0x04, 0x08
 _F_BIGDATA = 0x01
+_P_INVALID = (1 << 64) - 1
+_MDB_MAGIC = 0xBEEFC0DE
 
 
-def _lmdb_page_problem(path, psize, last):
-    """What is wrong with the branch/leaf pages of an LMDB data file (64-bit layout), or "":
-    every node must lie inside its page and every page number inside the file."""
-    with open(path, "rb") as f:
-        data = f.read((last + 1) * psize)
+def _node_problem(data, pgno, psize, last, children=None):
+    """What is wrong with branch/leaf page ``pgno`` (64-bit layout), or "": every node inside
+    its page, every page number inside the file. Branch pages add their children to
+    ``children`` (a list) when one is given."""
+    base = pgno * psize
+    flags, lower, upper = struct.unpack_from("<HHH", data, base + 10)
+    if not 16 <= lower <= upper <= psize:
+        return "page %d has a bad header" % pgno
+    for i in range((lower - 16) // 2):
+        off = struct.unpack_from("<H", data, base + 16 + 2 * i)[0]
+        if not upper <= off <= psize - 8:
+            return "page %d: node %d lies outside the page" % (pgno, i)
+        lo, hi, nflags, ksize = struct.unpack_from("<HHHH", data, base + off)
+        if flags & _P_BRANCH:
+            child = lo | hi << 16 | nflags << 32
+            if child > last or off + 8 + ksize > psize:
+                return "page %d: node %d points outside the file" % (pgno, i)
+            if children is not None:
+                children.append(child)
+        elif nflags & _F_BIGDATA:
+            if off + 16 + ksize > psize:
+                return "page %d: node %d runs past the page" % (pgno, i)
+            over = struct.unpack_from("<Q", data, base + off + 8 + ksize)[0]
+            if over > last or over * psize + 16 + (lo | hi << 16) > len(data):
+                return "page %d: node %d points outside the file" % (pgno, i)
+        elif off + 8 + ksize + (lo | hi << 16) > psize:
+            return "page %d: node %d runs past the page" % (pgno, i)
+    return ""
+
+
+def _lmdb_page_problem(data, psize, last):
+    """Every branch/leaf page of the file, in file order (see _node_problem)."""
     pgno = 2
     while pgno <= last:
-        page = data[pgno * psize:(pgno + 1) * psize]
-        flags, lower, upper = struct.unpack_from("<HHH", page, 10)
+        flags = struct.unpack_from("<H", data, pgno * psize + 10)[0]
         if flags & _P_OVERFLOW:
-            pgno += max(struct.unpack_from("<I", page, 12)[0], 1)
+            pgno += max(struct.unpack_from("<I", data, pgno * psize + 12)[0], 1)
             continue
         if flags & (_P_BRANCH | _P_LEAF) and not flags & _P_META:
-            if not 16 <= lower <= upper <= psize:
-                return "page %d has a bad header" % pgno
-            for i in range((lower - 16) // 2):
-                off = struct.unpack_from("<H", page, 16 + 2 * i)[0]
-                if not upper <= off <= psize - 8:
-                    return "page %d: node %d lies outside the page" % (pgno, i)
-                lo, hi, nflags, ksize = struct.unpack_from("<HHHH", page, off)
-                if flags & _P_BRANCH:
-                    child = lo | hi << 16 | nflags << 32
-                    if child > last or off + 8 + ksize > psize:
-                        return "page %d: node %d points outside the file" % (pgno, i)
-                elif nflags & _F_BIGDATA:
-                    if off + 16 + ksize > psize:
-                        return "page %d: node %d runs past the page" % (pgno, i)
-                    over = struct.unpack_from("<Q", page, off + 8 + ksize)[0]
-                    dsize = lo | hi << 16
-                    if over > last or over * psize + 16 + dsize > len(data):
-                        return "page %d: node %d points outside the file" % (pgno, i)
-                elif off + 8 + ksize + (lo | hi << 16) > psize:
-                    return "page %d: node %d runs past the page" % (pgno, i)
+            problem = _node_problem(data, pgno, psize, last)
+            if problem:
+                return problem
         pgno += 1
     return ""
 
+
+def _lmdb_tree_problem(data, psize, last, depth):
+    """The main B-tree from its root, level by level: each page must carry its own number and
+    the type its level asks for (branch above the last level, leaf on it); every branch page
+    is checked, and LMDB_LEAF_SAMPLE leaves spread over the last level. "" when sound, or
+    when the meta pages are not the 64-bit layout this reads (nothing is claimed then)."""
+    metas = []
+    for m in (0, 1):
+        off = m * psize + 16
+        if struct.unpack_from("<I", data, off)[0] != _MDB_MAGIC:
+            return ""
+        root, meta_last, txnid = struct.unpack_from("<QQQ", data, off + 112)
+        metas.append((txnid, root, meta_last))
+    _, root, meta_last = max(metas)
+    if meta_last != last:
+        return ""
+    if root == _P_INVALID:
+        return ""
+    level, walked = [root], 0
+    for height in range(depth):
+        leaves = height == depth - 1
+        if leaves and len(level) > LMDB_LEAF_SAMPLE:
+            step = len(level) / float(LMDB_LEAF_SAMPLE)
+            level = [level[int(i * step)] for i in range(LMDB_LEAF_SAMPLE)] + [level[-1]]
+        children = []
+        for pgno in level:
+            if not 2 <= pgno <= last:
+                return "page %d lies outside the file" % pgno
+            own, _, flags = struct.unpack_from("<QHH", data, pgno * psize)
+            want = _P_LEAF if leaves else _P_BRANCH
+            if own != pgno or flags & (_P_BRANCH | _P_LEAF | _P_OVERFLOW | _P_META) != want:
+                return "page %d is not the %s page its parent points to" % (
+                    pgno, "leaf" if leaves else "branch")
+            problem = _node_problem(data, pgno, psize, last, None if leaves else children)
+            if problem:
+                return problem
+            walked += 1
+            if walked > LMDB_BRANCH_LIMIT + LMDB_LEAF_SAMPLE + 1:
+                return ""
+        level = children
+    return ""
 
 
 class _Server:
@@ -224,8 +289,27 @@ class Reader:
             raise
 
     def _died(self):
-        return ReaderError("the LMDB reader process of %s ended unexpectedly (exit status %s)"
-                           % (self.path, self._proc.poll() if self._proc else None))
+        """The error for a reader process that stopped answering: it ended (a crash inside
+        liblmdb on a corrupt database ends it with SIGSEGV or SIGBUS) or closed its pipe."""
+        status = None
+        if self._proc is not None:
+            try:
+                status = self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:   # pipe closed but alive: stop it
+                self._proc.kill()
+                status = self._proc.wait()
+        why = ""
+        if status is not None and status < 0:
+            try:
+                how = "killed by %s" % signal.Signals(-status).name
+            except ValueError:
+                how = "killed by signal %d" % -status
+            if -status in (signal.SIGSEGV, signal.SIGBUS):
+                why = ": the database is probably corrupt (liblmdb trusts its pages)"
+        else:
+            how = "exit status %s" % status
+        return ReaderError("the LMDB reader process of %s ended unexpectedly (%s)%s"
+                           % (self.path, how, why))
 
     def send(self, op, payload=b""):
         if os.getpid() != self.pid:

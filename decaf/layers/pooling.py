@@ -16,7 +16,7 @@ from ..layer import Layer, register_layer
 from ..kernels import pooling as kernels
 from .center_loss import scatter_add
 from ._reshape_cache import remember, unchanged
-from .. import backend
+from .. import backend, memory
 
 FLT_MAX = float(np.finfo(np.float32).max)
 FLT_MIN = float(np.finfo(np.float32).tiny)
@@ -196,7 +196,12 @@ class PoolingLayer(Layer):
             self.win = _Windows(self.xp, b.dtype, b.shape, self.kernel, self.stride, self.pad, out)
             self.divisor = self.win.ave_divisor()
             self.compiled = self.xp is np and COMPILED
-            self.mask = self.xp.empty((n, c) + out, dtype=np.int32 if self.compiled else np.intp)
+            mask_type = np.dtype(np.int32 if self.compiled else np.intp)
+            memory.reserve(n * c * int(np.prod(out)) * mask_type.itemsize,
+                           "the argmax mask of pooling layer %r, shape %s" % (self.name,
+                                                                            (n, c) + out),
+                           on_gpu=self.xp is not np)
+            self.mask = self.xp.empty((n, c) + out, dtype=mask_type)
             self._mask_valid = False
         remember(self, bottom, top)
 

@@ -25,6 +25,25 @@ KNOWN_FOREIGN = {
     ("caffe.LayerParameter", 201): "SSD's multibox_loss_param",
     ("caffe.LayerParameter", 205): "SSD's detection_evaluate_param",
     ("caffe.LayerParameter", 207): "SSD's video_data_param",
+    # numbers only one fork read for docs/COMPAT.md uses
+    ("caffe.LayerParameter", 156): "Intel Caffe's mn_grad_compress_param",
+    ("caffe.LayerParameter", 158): "Intel Caffe's quantization_param",
+    ("caffe.LayerParameter", 160): "PSPNet's scale_param",
+    ("caffe.LayerParameter", 161): "PSPNet's bias_param",
+    ("caffe.LayerParameter", 162): "PSPNet's batch_reduction_param",
+    ("caffe.LayerParameter", 163): "PSPNet's interp_param",
+    ("caffe.LayerParameter", 164): "PSPNet's seg_accuracy_param",
+    ("caffe.LayerParameter", 211): "MobileNet-YOLO's relu6_param",
+    ("caffe.LayerParameter", 600): "MobileNet-YOLO's region_loss_param",
+    ("caffe.LayerParameter", 601): "MobileNet-YOLO's yolo_detection_output_param",
+    ("caffe.LayerParameter", 602): "MobileNet-YOLO's yolov3_detection_output_param",
+    ("caffe.LayerParameter", 603): "MobileNet-YOLO's yolov3_param",
+    ("caffe.LayerParameter", 604): "MobileNet-YOLO's yolo_seg_param",
+    ("caffe.LayerParameter", 605): "MobileNet-YOLO's segmentation_evaluate_param",
+    ("caffe.LayerParameter", 6801): "NVIDIA Caffe's detectnet_groundtruth_param",
+    ("caffe.LayerParameter", 6802): "NVIDIA Caffe's detectnet_augmentation_param",
+    ("caffe.LayerParameter", 8266711): "Fast R-CNN's roi_pooling_param",
+    ("caffe.LayerParameter", 8266712): "Fast R-CNN's smooth_l1_loss_param",
 }
 
 
