@@ -1,7 +1,7 @@
 """The built-in layers, one family per module. Importing this package registers them all."""
 import importlib
 
-FAMILIES = ("data", "window_data", "conv", "pooling", "lrn", "inner_product", "neuron", "common",
+FAMILIES = ("data", "window_data", "conv", "im2col", "pooling", "lrn", "inner_product", "neuron", "common",
             "shape", "loss", "softmax", "norm", "recurrent", "python_layer", "center_loss", "yolo",
             "ssd")
 
