@@ -26,9 +26,11 @@ def relu_forward(x, y, slope):
     """y = x if x > 0 else slope * x, over flat arrays (y may be x)."""
     n = x.size
     for b in prange((n + BLOCK - 1) // BLOCK):
-        for i in range(b * BLOCK, min(n, (b + 1) * BLOCK)):
-            v = x[i]
-            y[i] = v if v > 0 else v * slope
+        lo = b * BLOCK
+        xb, yb = x[lo:lo + BLOCK], y[lo:lo + BLOCK]
+        for i in range(yb.size):             # 1-D views from 0: LLVM vectorises (NOTES, 9)
+            v = xb[i]
+            yb[i] = v if v > 0 else v * slope
 
 
 @kernel
@@ -37,13 +39,15 @@ def relu_backward(x, dy, dx, slope):
     n = x.size
     zero, one = dy.dtype.type(0), dy.dtype.type(1)
     for b in prange((n + BLOCK - 1) // BLOCK):
-        for i in range(b * BLOCK, min(n, (b + 1) * BLOCK)):
-            v = x[i]
+        lo = b * BLOCK
+        xb, dyb, dxb = x[lo:lo + BLOCK], dy[lo:lo + BLOCK], dx[lo:lo + BLOCK]
+        for i in range(xb.size):
+            v = xb[i]
             # two plain selects (LLVM vectorizes them; a nested one became a branch per value,
             # 15x slower); NaN: both 0, as Caffe's (x > 0) + slope * (x <= 0)
             p = one if v > 0 else zero
             q = slope if v <= 0 else zero
-            dx[i] = dy[i] * (p + q)
+            dxb[i] = dyb[i] * (p + q)
 
 
 @kernel
