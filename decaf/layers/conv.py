@@ -419,6 +419,19 @@ class BaseConvolutionLayer(Layer):
         self.in_spatial, self.out_spatial = tuple(in_spatial), tuple(out_spatial)
         remember(self, bottom, top)
 
+    def _engine_backward(self, top, propagate_down, bottom):
+        """The whole backward through an engine with ``backward(ydiff, x, w, dw, db, xdiff)``
+        (x: the bottom (N, C, *in), ydiff: the top diff (N, num_output, *out))."""
+        w = self.blobs[0].data
+        dw = self.blobs[0].diff if self.param_propagate_down[0] else None
+        db = self.blobs[1].diff if self.bias_term and self.param_propagate_down[1] else None
+        img = (self.num, self.channels) + self.in_spatial
+        out = (self.num, self.num_output) + self.out_spatial
+        for i, (t, b) in enumerate(zip(top, bottom)):
+            want_x = i < len(propagate_down) and propagate_down[i]
+            self.engine.backward(t.diff.reshape(out), b.data.reshape(img), w, dw, db,
+                                 b.diff.reshape(img) if want_x else None)
+
     def _wg(self, arr):
         """A weight (or weight diff) array as (group, conv_out / group, kernel_dim)."""
         return arr.reshape(self.group, arr.shape[0] // self.group, -1)
@@ -488,15 +501,7 @@ class ConvolutionLayer(BaseConvolutionLayer):
             self.engine.forward(b.data.reshape(img), w, bias, t.data.reshape(out))
 
     def backward(self, top, propagate_down, bottom):
-        w = self.blobs[0].data
-        dw = self.blobs[0].diff if self.param_propagate_down[0] else None
-        db = self.blobs[1].diff if self.bias_term and self.param_propagate_down[1] else None
-        img = (self.num, self.channels) + self.in_spatial
-        out = (self.num, self.num_output) + self.out_spatial
-        for i, (t, b) in enumerate(zip(top, bottom)):
-            want_x = i < len(propagate_down) and propagate_down[i]
-            self.engine.backward(t.diff.reshape(out), b.data.reshape(img), w, dw, db,
-                                 b.diff.reshape(img) if want_x else None)
+        self._engine_backward(top, propagate_down, bottom)
 
 
 @register_layer("Deconvolution")
@@ -543,7 +548,7 @@ class DeconvolutionLayer(BaseConvolutionLayer):
 
     def backward(self, top, propagate_down, bottom):
         if self._direct():
-            self._backward_direct(top, propagate_down, bottom)
+            self._engine_backward(top, propagate_down, bottom)
             return
         eng, wg = self.engine, self._wg(self.blobs[0].data)
         dwg = self._wg(self.blobs[0].diff) if self.param_propagate_down[0] else None
@@ -563,13 +568,3 @@ class DeconvolutionLayer(BaseConvolutionLayer):
                     eng.to_col_side(col, wg, xdiff, n0, n1)
 
 
-    def _backward_direct(self, top, propagate_down, bottom):
-        w = self.blobs[0].data
-        dw = self.blobs[0].diff if self.param_propagate_down[0] else None
-        db = self.blobs[1].diff if self.bias_term and self.param_propagate_down[1] else None
-        img = (self.num, self.channels) + self.in_spatial
-        out = (self.num, self.num_output) + self.out_spatial
-        for i, (t, b) in enumerate(zip(top, bottom)):
-            want_x = i < len(propagate_down) and propagate_down[i]
-            self.engine.backward(t.diff.reshape(out), b.data.reshape(img), w, dw, db,
-                                 b.diff.reshape(img) if want_x else None)

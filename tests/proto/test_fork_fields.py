@@ -5,6 +5,7 @@ import pytest
 from decaf.proto import caffe_pb2, compat
 
 from .fork_fields import FORKS, numbers
+from .test_compat import _varint   # the tests' own wire encoder, shared
 
 LAYER = caffe_pb2.LayerParameter.DESCRIPTOR
 # protobuf's scalar type names, as a fork's .proto spells them
@@ -105,13 +106,6 @@ def test_bvlc_numbers_reused_by_forks_are_exactly_the_known_ones():
     assert clashes == KNOWN_BVLC_CLASHES
 
 
-def _varint(n):
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def test_nvcaffe_type_fields_at_bvlc_numbers_parse_as_unknown():
