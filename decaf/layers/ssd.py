@@ -23,6 +23,7 @@ import warnings
 import numpy as np
 
 from .. import backend
+from ..kernels import nms
 from ..layer import Layer, register_layer
 
 FLT_MAX = float(np.finfo(np.float32).max)
@@ -361,48 +362,23 @@ def _bbox_size(boxes):
     return np.where((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]), 0, w * h)
 
 
-def _jaccard(box, area, boxes, areas):
-    """SSD's JaccardOverlap of boxes (..., 4) with boxes (M, 4): intersection / union, 0 when
-    they do not overlap (``box`` (4,) gives (M,), ``box`` (K, 1, 4) gives (K, M))."""
-    iw = np.minimum(box[..., 2], boxes[:, 2]) - np.maximum(box[..., 0], boxes[:, 0])
-    ih = np.minimum(box[..., 3], boxes[:, 3]) - np.maximum(box[..., 1], boxes[:, 1])
-    inter = iw * ih
-    ok = (iw > 0) & (ih > 0)
-    out = np.zeros_like(inter)
-    np.divide(inter, (area + areas) - inter, out=out, where=ok)
-    return out
-
-
 def apply_nms_fast(boxes, scores, score_threshold, nms_threshold, eta, top_k):
     """SSD's ApplyNMSFast: candidates with score > score_threshold, best first (stable), at most
     top_k of them; a candidate is kept when its overlap with every box kept so far is <= the
     adaptive threshold, which becomes threshold * eta after each kept box while it is > 0.5.
-    Returns the kept indices into ``boxes``, best first. Loops over kept boxes only."""
+    Returns the kept indices into ``boxes``, best first (loop: decaf.kernels.nms)."""
     cand = np.flatnonzero(scores > score_threshold)
+    if -1 < top_k < len(cand):       # only scores >= the top_k-th largest can be among them
+        s = scores[cand]
+        cand = cand[s >= np.partition(s, len(s) - top_k)[len(s) - top_k]]
     order = cand[np.argsort(-scores[cand], kind="stable")]
     if top_k > -1:
         order = order[:top_k]
-    b = boxes[order]
-    areas = _bbox_size(b)
-    # all pairwise overlaps at once when they are few (top_k is 400 in SSD's deploy nets)
-    table = _jaccard(b[:, None, :], areas[:, None], b, areas) if len(b) <= 2048 else None
-    max_overlap = np.zeros(len(order), boxes.dtype)
-    threshold = np.float32(nms_threshold)
-    kept, pos = [], 0
-    while pos < len(order):
-        ok = max_overlap[pos:] <= threshold
-        j = pos + int(np.argmax(ok))
-        if not ok[j - pos]:
-            break
-        kept.append(j)
-        rest = slice(j + 1, None)
-        overlap = table[j, rest] if table is not None else \
-            _jaccard(b[j], areas[j], b[rest], areas[rest])
-        np.maximum(max_overlap[rest], overlap, out=max_overlap[rest])
-        if eta < 1 and threshold > 0.5:
-            threshold = np.float32(threshold * np.float32(eta))
-        pos = j + 1
-    return order[np.asarray(kept, dtype=np.int64)]
+    b = np.ascontiguousarray(boxes[order])
+    keep = np.empty(len(order), np.int64)
+    dt = b.dtype.type
+    count = nms.greedy_nms(b, _bbox_size(b).astype(b.dtype), dt(nms_threshold), dt(eta), keep)
+    return order[keep[:count]]
 
 
 @register_layer("DetectionOutput")

@@ -439,6 +439,21 @@ def test_detection_output_nms_hand_made():
     np.testing.assert_allclose(y[0, 0, :, 2], [0.9, 0.8, 0.3])  # IoU 0.6 <= 0.6 is kept
 
 
+@pytest.mark.parametrize("top_k,eta,dtype", [(7, 1.0, np.float64), (25, 0.9, np.float32),
+                                             (-1, 1.0, np.float32), (300, 1.0, np.float64)])
+def test_nms_ties_at_top_k(top_k, eta, dtype):
+    # coarse scores: many ties, so top_k cuts through a run of equal scores (Caffe's stable
+    # sort keeps the lower prior index); overlapping random boxes, some inverted (size 0)
+    from decaf.layers.ssd import apply_nms_fast
+    rs = np.random.RandomState(top_k + 3)
+    lo = rs.rand(200, 2)
+    boxes = np.concatenate([lo, lo + rs.rand(200, 2) * 0.4 - 0.05], axis=1).astype(dtype)
+    scores = (rs.randint(0, 6, 200) / 5.0).astype(dtype)
+    kept = apply_nms_fast(boxes, scores, dtype(0.1), dtype(0.45), eta, top_k)
+    ref = ref_nms(boxes, scores, dtype(0.1), dtype(0.45), dtype(eta), top_k)
+    assert list(kept) == ref and len(ref) > 3
+
+
 def test_detection_output_nothing_detected():
     loc, conf, prior = det_inputs(num=3)
     _, (y,) = forward(det_param(conf_thr=1.0), [loc, conf, prior])
