@@ -1,8 +1,8 @@
 """The built-in layers, one family per module. Importing this package registers them all."""
 import importlib
 
-FAMILIES = ("data", "window_data", "conv", "im2col", "pooling", "lrn", "inner_product", "neuron", "common",
-            "shape", "loss", "softmax", "norm", "recurrent", "python_layer", "center_loss", "yolo",
+FAMILIES = ("data", "window_data", "conv", "im2col", "pooling", "lrn", "inner_product", "neuron",
+            "common", "eltwise", "shape", "loss", "softmax", "norm", "recurrent", "python_layer", "center_loss", "yolo",
             "ssd")
 
 for _name in FAMILIES:

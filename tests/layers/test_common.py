@@ -88,6 +88,21 @@ def test_split_follows_bottom_reshape():
         np.testing.assert_array_equal(t.data, bottom[0].data)
 
 
+def test_split_follows_new_bottom_memory_of_the_same_shape():
+    # the reshape is skipped when nothing changed; a bottom that now views other memory (as
+    # after a Flatten's share_data) is a change, though its shape is the same
+    layer, bottom, top = build_layer('type: "Split"', [rand(2, 3)], num_tops=2)
+    layer.Forward(bottom, top)
+    other = Blob((2, 3), dtype=np.float64)
+    other.data[...] = rand(2, 3, seed=5)
+    bottom[0].share_data(other)
+    layer.Forward(bottom, top)
+    for t in top:
+        np.testing.assert_array_equal(t.data, other.data)
+        t.data[0, 0] = 7.0
+        assert other.data[0, 0] == 7.0
+
+
 def test_split_in_place_is_an_error():
     b = Blob((2, 3), dtype=np.float64)
     layer = create_layer(make_layer_param('name: "s" type: "Split"'))
