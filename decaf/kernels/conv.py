@@ -182,64 +182,183 @@ def bias_grad(dy, db):
         db[m] += acc.sum()
 
 
+@njit(cache=True, inline="always")
+def _taps_at(xp, wm, acc, y0, x0, dh, dw):
+    """acc + sum_ij wm[i, j] xp[y0 + i*dh, x0 + j*dw], (i, j) ascending, taps inside only."""
+    kh, kw = wm.shape
+    height, width = xp.shape
+    for i in range(kh):
+        yy = y0 + i * dh
+        if yy >= 0 and yy < height:
+            for j in range(kw):
+                xx = x0 + j * dw
+                if xx >= 0 and xx < width:
+                    acc += wm[i, j] * xp[yy, xx]
+    return acc
+
+
+@njit(cache=True, inline="always")
+def _taps_back(gp, wm, acc, y0, x0, dh, dw):
+    """acc + sum_ij wm[i, j] gp[y0 - i*dh, x0 - j*dw], i descending, j ascending (the
+    scatter's order at one pixel), taps inside only."""
+    kh, kw = wm.shape
+    oh, ow = gp.shape
+    for r in range(kh):
+        i = kh - 1 - r
+        oy = y0 - i * dh
+        if oy >= 0 and oy < oh:
+            for j in range(kw):
+                ox = x0 - j * dw
+                if ox >= 0 and ox < ow:
+                    acc += wm[i, j] * gp[oy, ox]
+    return acc
+
+
+@njit(cache=True, inline="always")
+def _axpy(ys, wv, xs, step):
+    """ys[k] += wv * xs[k*step] (1-D views: indices from 0, so no wrap-around test)."""
+    if step == 1:
+        for k in range(ys.size):
+            ys[k] += wv * xs[k]
+    else:
+        for k in range(ys.size):
+            ys[k] += wv * xs[k * step]
+
+
+@njit(cache=True, inline="always")
+def _acc9(acc, r0, r1, r2, q, c0, c1, c2, wt):
+    """acc + wt[0] r0[q + c0] + wt[1] r0[q + c1] + ... + wt[8] r2[q + c2], in that order."""
+    return (acc + wt[0] * r0[q + c0] + wt[1] * r0[q + c1] + wt[2] * r0[q + c2]
+            + wt[3] * r1[q + c0] + wt[4] * r1[q + c1] + wt[5] * r1[q + c2]
+            + wt[6] * r2[q + c0] + wt[7] * r2[q + c1] + wt[8] * r2[q + c2])
+
+
+@njit(cache=True, inline="always")
+def _row3x3(r0, r1, r2, wm, ys, step, c0, c1, c2):
+    """ys[k] = ys[k] + w00 r0[k*step + c0] + w01 r0[k*step + c1] + w02 r0[k*step + c2]
+    + w10 r1[..] + ... + w22 r2[k*step + c2] in that order: one pass over the row, the 9
+    weights in registers, unsigned indices (no wrap-around test) into three source rows,
+    one loop per step (a constant stride), so that LLVM vectorises it."""
+    wt = (wm[0, 0], wm[0, 1], wm[0, 2], wm[1, 0], wm[1, 1], wm[1, 2],
+          wm[2, 0], wm[2, 1], wm[2, 2])
+    c0, c1, c2 = np.uint64(c0), np.uint64(c1), np.uint64(c2)
+    if step == 1:
+        for k in range(ys.size):
+            ys[k] = _acc9(ys[k], r0, r1, r2, np.uint64(k), c0, c1, c2, wt)
+    elif step == 2 and c0 == 0 and c1 == 1 and c2 == 2:
+        for k in range(ys.size):
+            ys[k] = _acc9(ys[k], r0, r1, r2, np.uint64(2 * k), np.uint64(0), np.uint64(1),
+                          np.uint64(2), wt)
+    else:
+        s = np.uint64(step)
+        for k in range(ys.size):
+            ys[k] = _acc9(ys[k], r0, r1, r2, np.uint64(k) * s, c0, c1, c2, wt)
+
+
+@njit(cache=True, inline="always")
+def _interior(o_count, k, s, p, d, size):
+    """[lo, hi): the outputs o whose taps o*s - p + t*d, t < k, all lie inside [0, size)."""
+    lo = min(_span(o_count, -p, s, size)[0], o_count)
+    return lo, max(lo, _span(o_count, (k - 1) * d - p, s, size)[1])
+
+
 @kernel
 def depthwise_forward(x, w, bias, use_bias, sh, sw, ph, pw, dh, dw, y):
-    """y[n, m] = b[m] + sum_ij w[m, 0, i, j] x[n, m // mult, oy*sh - ph + i*dh, ...]."""
+    """y[n, m, oy, ox] = b[m] + sum_ij w[m, 0, i, j] x[n, m // mult, oy*sh - ph + i*dh,
+    ox*sw - pw + j*dw], summed from b in (i, j) order over the taps inside the plane.
+    3x3: rows and columns with every tap inside run as one pass (_row3x3), the rest per
+    output; other kernels one tap at a time over each row's span."""
     n_count, c, height, width = x.shape
     m_count, oh, ow = y.shape[1], y.shape[2], y.shape[3]
     kh, kw = w.shape[2], w.shape[3]
     mult = m_count // c
+    three = kh == 3 and kw == 3
+    rlo, rhi = _interior(oh, kh, sh, ph, dh, height)
+    clo, chi = _interior(ow, kw, sw, pw, dw, width)
     for t in prange(n_count * m_count):
         n, m = t // m_count, t % m_count
-        ch = m // mult
+        xp, yp, wm = x[n, m // mult], y[n, m], w[m, 0]
         b = bias[m] if use_bias else y.dtype.type(0)
         for oy in range(oh):
-            for ox in range(ow):
-                y[n, m, oy, ox] = b
+            ys, y0 = yp[oy], oy * sh - ph
+            if three and oy >= rlo and oy < rhi:
+                for ox in range(clo):
+                    ys[ox] = _taps_at(xp, wm, b, y0, ox * sw - pw, dh, dw)
+                for ox in range(chi, ow):
+                    ys[ox] = _taps_at(xp, wm, b, y0, ox * sw - pw, dh, dw)
+                if chi > clo:
+                    ys[clo:chi] = b
+                    q, e = clo * sw - pw, (chi - 1) * sw - pw + 2 * dw + 1
+                    _row3x3(xp[y0, q:e], xp[y0 + dh, q:e], xp[y0 + 2 * dh, q:e], wm,
+                            ys[clo:chi], sw, 0, dw, 2 * dw)
+                continue
+            ys[:] = b
             for i in range(kh):
-                yy = oy * sh - ph + i * dh
+                yy = y0 + i * dh
                 if yy < 0 or yy >= height:
                     continue
                 for j in range(kw):
                     xoff = j * dw - pw
                     lo, hi = _span(ow, xoff, sw, width)
-                    wv = w[m, 0, i, j]
-                    if sw == 1:
-                        for ox in range(lo, hi):
-                            y[n, m, oy, ox] += wv * x[n, ch, yy, ox + xoff]
-                    else:
-                        for ox in range(lo, hi):
-                            y[n, m, oy, ox] += wv * x[n, ch, yy, ox * sw + xoff]
+                    if hi > lo:
+                        _axpy(ys[lo:hi], wm[i, j], xp[yy, lo * sw + xoff:], sw)
 
 
 @kernel
 def depthwise_backward_data(dy, w, sh, sw, ph, pw, dh, dw, dx):
-    """dx[n, c] = sum over the outputs m of channel c of W[m]-weighted top diffs."""
+    """dx[n, c, yy, xx] = sum over the outputs m of channel c, then oy, i, j, ox of
+    w[m, 0, i, j] dy[n, m, oy, ox], yy = oy*sh - ph + i*dh, xx = ox*sw - pw + j*dw (the
+    forward's transpose), from 0 in that order.  3x3 stride 1 gathers the same sums per
+    pixel (m, then i descending, j ascending), interior rows and columns in one pass
+    (_row3x3); otherwise one tap at a time over each row's span."""
     n_count, c, height, width = dx.shape
     m_count, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
     kh, kw = w.shape[2], w.shape[3]
     mult = m_count // c
+    gather = kh == 3 and kw == 3 and sh == 1 and sw == 1
+    # gather: pixels whose taps yy + ph - i*dh (i < 3) all lie inside [0, oh), and columns
+    rlo, rhi = min(max(2 * dh - ph, 0), height), min(oh - ph, height)
+    clo, chi = min(max(2 * dw - pw, 0), width), min(ow - pw, width)
+    rhi, chi = max(rlo, rhi), max(clo, chi)
     for t in prange(n_count * c):
         n, ch = t // c, t % c
-        for y in range(height):
-            for xx in range(width):
-                dx[n, ch, y, xx] = 0
+        xp = dx[n, ch]
+        xp[...] = 0
         for m in range(ch * mult, (ch + 1) * mult):
-            for oy in range(oh):
-                for i in range(kh):
-                    yy = oy * sh - ph + i * dh
-                    if yy < 0 or yy >= height:
-                        continue
-                    for j in range(kw):
-                        xoff = j * dw - pw
-                        lo, hi = _span(ow, xoff, sw, width)
-                        wv = w[m, 0, i, j]
-                        if sw == 1:
-                            for ox in range(lo, hi):
-                                dx[n, ch, yy, ox + xoff] += wv * dy[n, m, oy, ox]
-                        else:
-                            for ox in range(lo, hi):
-                                dx[n, ch, yy, ox * sw + xoff] += wv * dy[n, m, oy, ox]
+            gp, wm = dy[n, m], w[m, 0]
+            if not gather:
+                for oy in range(oh):
+                    for i in range(kh):
+                        yy = oy * sh - ph + i * dh
+                        if yy < 0 or yy >= height:
+                            continue
+                        for j in range(kw):
+                            xoff = j * dw - pw
+                            lo, hi = _span(ow, xoff, sw, width)
+                            if hi > lo:
+                                _scatter(xp[yy, lo * sw + xoff:], wm[i, j], gp[oy, lo:hi], sw)
+                continue
+            for yy in range(height):
+                xs, o0 = xp[yy], yy + ph
+                inside = yy >= rlo and yy < rhi
+                for xx in range(width):
+                    if not inside or xx < clo or xx >= chi:
+                        xs[xx] = _taps_back(gp, wm, xs[xx], o0, xx + pw, dh, dw)
+                if inside and chi > clo:
+                    q, e = clo + pw - 2 * dw, chi + pw
+                    _row3x3(gp[o0 - 2 * dh, q:e], gp[o0 - dh, q:e], gp[o0, q:e],
+                            wm[::-1], xs[clo:chi], 1, 2 * dw, dw, 0)
+
+
+@njit(cache=True, inline="always")
+def _scatter(xs, wv, ys, step):
+    """xs[k*step] += wv * ys[k] (1-D views, indices from 0)."""
+    if step == 1:
+        for k in range(ys.size):
+            xs[k] += wv * ys[k]
+    else:
+        for k in range(ys.size):
+            xs[k * step] += wv * ys[k]
 
 
 @kernel

@@ -94,6 +94,13 @@ DEPTHWISE = [  # shape, multiplier, kernel, stride, pad, dilation
     ((1, 2, 7, 6), 1, (3, 2), (1, 2), (2, 0), (2, 1)),    # dilation, non-square
     ((1, 4, 5, 5), 1, (1, 1), (1, 1), (0, 0), (1, 1)),    # 1x1
     ((1, 2, 7, 7), 3, (2, 2), (3, 3), (0, 1), (1, 1)),    # stride > kernel
+    # 3x3: the one-pass interior rows, with the border taps around them
+    ((1, 2, 9, 10), 1, (3, 3), (1, 1), (2, 2), (2, 2)),   # dilated (the gather backward)
+    ((1, 2, 10, 11), 2, (3, 3), (3, 2), (0, 1), (1, 1)),  # stride 3 rows, no row padding
+    ((1, 1, 3, 3), 1, (3, 3), (1, 1), (0, 0), (1, 1)),    # one output, all taps inside
+    ((1, 1, 2, 2), 1, (3, 3), (1, 1), (1, 1), (1, 1)),    # plane smaller than the kernel
+    ((1, 2, 6, 6), 1, (3, 3), (1, 1), (3, 3), (1, 1)),    # pad 3: outputs wholly in pad
+    ((1, 2, 9, 9), 1, (3, 3), (2, 2), (1, 1), (2, 2)),    # stride 2 and dilation 2
 ]
 
 
