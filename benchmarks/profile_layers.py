@@ -9,7 +9,9 @@ Inference models (benchmarks/nets.py INFER): the forward of each layer, then the
 fusion off.  Both end with the totals per layer type.  The sum of the minima is optimistic: in
 a real iteration the layers evict each other's data from the caches; the medians are closer.
 Set OPENBLAS_NUM_THREADS / OMP_NUM_THREADS for the thread count; DECAF_SRC=<checkout> profiles
-another version of decaf (e.g. the commit before a change) on the same nets.
+another version of decaf (e.g. the commit before a change) on the same nets.  Times are the
+process's CPU time (all threads); PROFILE_WALL=1 takes wall-clock time instead (what to compare
+between 1 and 2 threads: CPU time counts the second thread's work, and its spinning, too).
 """
 import collections
 import os
@@ -20,7 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.environ.get("DECAF_SRC") or os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-CLOCK = time.process_time
+CLOCK = time.perf_counter if os.environ.get("PROFILE_WALL") == "1" else time.process_time
 
 
 def _stat(f, times):

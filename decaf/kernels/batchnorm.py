@@ -15,6 +15,7 @@ import numpy as np
 from .jit import kernel
 from numba import njit, prange
 
+from .inplace import CHUNK, private, rows_per_task
 from .reduce import row_dot_sum, row_sum_sq
 
 
@@ -44,14 +45,21 @@ def channel_stats(x3, mean, var):
 def normalize(x3, mean, std, y3, keep, has_keep):
     """y = (x - mean[c]) / std[c] in the arrays' dtype; keep = y when ``has_keep``."""
     n, c_, s = x3.shape
-    for r in prange(n * c_):
-        i, c = r // c_, r % c_
-        mu, sd = mean[c], std[c]
-        for j in range(s):
-            v = (x3[i, c, j] - mu) / sd
-            y3[i, c, j] = v
-            if has_keep:
-                keep[i, c, j] = v
+    rows, group = n * c_, rows_per_task(s)
+    for g in prange((rows + group - 1) // group):
+        tmp = np.empty(CHUNK, y3.dtype)
+        for r in range(g * group, min(rows, (g + 1) * group)):
+            i, c = r // c_, r % c_
+            mu, sd = mean[c], std[c]
+            for q in range(0, s, CHUNK):
+                ys = y3[i, c, q:q + CHUNK]
+                xs = private(x3[i, c, q:q + CHUNK], ys, tmp)
+                for j in range(ys.size):
+                    ys[j] = (xs[j] - mu) / sd
+                if has_keep:
+                    ks = keep[i, c, q:q + CHUNK]
+                    for j in range(ys.size):
+                        ks[j] = ys[j]
 
 
 @kernel
@@ -59,18 +67,24 @@ def normalize_affine(x3, mean, std, scale, bias, y3, has_scale, has_bias, relu, 
     """v = (x - mean[c]) / std[c], then v * scale[c], + bias[c], ReLU(slope) (each when asked);
     y = v (y may be x).  The operations of BatchNorm, Scale and ReLU, in their order."""
     n, c_, s = x3.shape
-    for r in prange(n * c_):
-        i, c = r // c_, r % c_
-        mu, sd, a, b = mean[c], std[c], scale[c], bias[c]
-        for j in range(s):
-            v = (x3[i, c, j] - mu) / sd
-            if has_scale:
-                v = v * a
-            if has_bias:
-                v = v + b
-            if relu and not v > 0:
-                v = v * slope
-            y3[i, c, j] = v
+    rows, group = n * c_, rows_per_task(s)
+    for g in prange((rows + group - 1) // group):
+        tmp = np.empty(CHUNK, y3.dtype)
+        for r in range(g * group, min(rows, (g + 1) * group)):
+            i, c = r // c_, r % c_
+            mu, sd, a, b = mean[c], std[c], scale[c], bias[c]
+            for q in range(0, s, CHUNK):
+                ys = y3[i, c, q:q + CHUNK]
+                xs = private(x3[i, c, q:q + CHUNK], ys, tmp)
+                for j in range(ys.size):
+                    v = (xs[j] - mu) / sd
+                    if has_scale:
+                        v = v * a
+                    if has_bias:
+                        v = v + b
+                    if relu and not v > 0:
+                        v = v * slope
+                    ys[j] = v
 
 
 @kernel
@@ -80,10 +94,14 @@ def backward(y3, dy3, std, dx3, global_stats):
     m = n * s
     for c in prange(c_):
         sd = std[c]
+        tmp = np.empty(CHUNK, dx3.dtype)
         if global_stats:
             for i in range(n):
-                for j in range(s):
-                    dx3[i, c, j] = dy3[i, c, j] / sd
+                for q in range(0, s, CHUNK):
+                    dxs = dx3[i, c, q:q + CHUNK]
+                    dys = private(dy3[i, c, q:q + CHUNK], dxs, tmp)
+                    for j in range(dxs.size):
+                        dxs[j] = dys[j] / sd
             continue
         a = 0.0
         b = 0.0
@@ -95,5 +113,8 @@ def backward(y3, dy3, std, dx3, global_stats):
         b32 = dy3.dtype.type(b)
         inv_m = dy3.dtype.type(1.0 / m)
         for i in range(n):
-            for j in range(s):
-                dx3[i, c, j] = (dy3[i, c, j] - (y3[i, c, j] * a32 + b32) * inv_m) / sd
+            for q in range(0, s, CHUNK):
+                dxs, ys = dx3[i, c, q:q + CHUNK], y3[i, c, q:q + CHUNK]
+                dys = private(dy3[i, c, q:q + CHUNK], dxs, tmp)
+                for j in range(dxs.size):
+                    dxs[j] = (dys[j] - (ys[j] * a32 + b32) * inv_m) / sd

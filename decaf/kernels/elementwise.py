@@ -15,6 +15,7 @@ import numpy as np
 from .jit import kernel
 from numba import njit, prange
 
+from .inplace import CHUNK, private, rows_per_task
 from .reduce import row_dot_sum, row_sum
 
 #: elements per parallel task of the flat kernels (one task per block keeps prange cheap)
@@ -28,9 +29,13 @@ def relu_forward(x, y, slope):
     for b in prange((n + BLOCK - 1) // BLOCK):
         lo = b * BLOCK
         xb, yb = x[lo:lo + BLOCK], y[lo:lo + BLOCK]
-        for i in range(yb.size):             # 1-D views from 0: LLVM vectorises (NOTES, 9)
-            v = xb[i]
-            yb[i] = v if v > 0 else v * slope
+        tmp = np.empty(CHUNK, y.dtype)
+        for q in range(0, yb.size, CHUNK):
+            ys = yb[q:q + CHUNK]
+            xs = private(xb[q:q + CHUNK], ys, tmp)
+            for i in range(ys.size):         # 1-D views from 0: LLVM vectorises (NOTES, 9)
+                v = xs[i]
+                ys[i] = v if v > 0 else v * slope
 
 
 @kernel
@@ -41,13 +46,17 @@ def relu_backward(x, dy, dx, slope):
     for b in prange((n + BLOCK - 1) // BLOCK):
         lo = b * BLOCK
         xb, dyb, dxb = x[lo:lo + BLOCK], dy[lo:lo + BLOCK], dx[lo:lo + BLOCK]
-        for i in range(xb.size):
-            v = xb[i]
-            # two plain selects (LLVM vectorizes them; a nested one became a branch per value,
-            # 15x slower); NaN: both 0, as Caffe's (x > 0) + slope * (x <= 0)
-            p = one if v > 0 else zero
-            q = slope if v <= 0 else zero
-            dxb[i] = dyb[i] * (p + q)
+        tmp = np.empty(CHUNK, dx.dtype)
+        for q in range(0, xb.size, CHUNK):
+            xs, dxs = xb[q:q + CHUNK], dxb[q:q + CHUNK]
+            dys = private(dyb[q:q + CHUNK], dxs, tmp)
+            for i in range(xs.size):
+                v = xs[i]
+                # two plain selects (LLVM vectorizes them; a nested one became a branch per
+                # value, 15x slower); NaN: both 0, as Caffe's (x > 0) + slope * (x <= 0)
+                p = one if v > 0 else zero
+                r = slope if v <= 0 else zero
+                dxs[i] = dys[i] * (p + r)
 
 
 @kernel
@@ -55,18 +64,24 @@ def affine_forward(x3, s, b, y3, has_scale, has_bias, relu, slope):
     """y = x * s[c] (if has_scale) + b[c] (if has_bias), then ReLU(slope) if ``relu``;
     x3, y3 are (outer, dim, inner); y3 may be x3."""
     outer, dim, inner = x3.shape
-    for r in prange(outer * dim):
-        o, c = r // dim, r % dim
-        sc, bc = s[c], b[c]
-        for i in range(inner):
-            v = x3[o, c, i]
-            if has_scale:
-                v = v * sc
-            if has_bias:
-                v = v + bc
-            if relu and not v > 0:
-                v = v * slope
-            y3[o, c, i] = v
+    rows, group = outer * dim, rows_per_task(inner)
+    for g in prange((rows + group - 1) // group):
+        tmp = np.empty(CHUNK, y3.dtype)
+        for r in range(g * group, min(rows, (g + 1) * group)):
+            o, c = r // dim, r % dim
+            sc, bc = s[c], b[c]
+            for q in range(0, inner, CHUNK):
+                ys = y3[o, c, q:q + CHUNK]
+                xs = private(x3[o, c, q:q + CHUNK], ys, tmp)
+                for i in range(ys.size):
+                    v = xs[i]
+                    if has_scale:
+                        v = v * sc
+                    if has_bias:
+                        v = v + bc
+                    if relu and not v > 0:
+                        v = v * slope
+                    ys[i] = v
 
 
 @kernel
@@ -86,9 +101,13 @@ def scale_backward(x3, dy3, s, ds, db, dx3, want_ds, want_db, want_dx):
                 t += row_sum(dy3[o, c])
         if want_dx:
             sc = s[c]
+            tmp = np.empty(CHUNK, dx3.dtype)
             for o in range(outer):
-                for i in range(inner):
-                    dx3[o, c, i] = dy3[o, c, i] * sc
+                for q in range(0, inner, CHUNK):
+                    dxs = dx3[o, c, q:q + CHUNK]
+                    dys = private(dy3[o, c, q:q + CHUNK], dxs, tmp)
+                    for i in range(dxs.size):
+                        dxs[i] = dys[i] * sc
         if want_ds:
             ds[c] = a
         if want_db:

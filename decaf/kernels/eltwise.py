@@ -9,8 +9,11 @@
 ``max_backward``  dx = dy where mask == k, else 0
 Coefficients of 1 are exact (1 * a == a), so no special case is needed.
 """
+import numpy as np
 from .jit import kernel
 from numba import njit, prange
+
+from .inplace import CHUNK, private
 
 BLOCK = 1 << 14
 
@@ -21,11 +24,15 @@ def sum2(a, ca, b, cb, y, relu, slope):
     for blk in prange((n + BLOCK - 1) // BLOCK):
         lo = blk * BLOCK
         ab, bb, yb = a[lo:lo + BLOCK], b[lo:lo + BLOCK], y[lo:lo + BLOCK]
-        for i in range(yb.size):             # 1-D views from 0: LLVM vectorises (NOTES, 9)
-            v = ab[i] * ca + bb[i] * cb
-            if relu and not v > 0:
-                v = v * slope
-            yb[i] = v
+        ta, tb = np.empty(CHUNK, y.dtype), np.empty(CHUNK, y.dtype)
+        for q in range(0, yb.size, CHUNK):
+            ys = yb[q:q + CHUNK]
+            As, bs = private(ab[q:q + CHUNK], ys, ta), private(bb[q:q + CHUNK], ys, tb)
+            for i in range(ys.size):         # 1-D views from 0: LLVM vectorises (NOTES, 9)
+                v = As[i] * ca + bs[i] * cb
+                if relu and not v > 0:
+                    v = v * slope
+                ys[i] = v
 
 
 @kernel
