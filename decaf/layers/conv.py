@@ -42,6 +42,10 @@ PLAIN_GEMM_1X1 = True
 # image, the GEMMs straight on the NCHW blobs; smaller planes fold a chunk of images into the
 # GEMM's columns (fewer, wider GEMMs, and a move to and from that layout).
 PER_IMAGE_MIN_COLUMNS = 64
+# ... and whose per-image GEMMs hold at least this many multiply-adds: below it every image's
+# handful of calls costs more than its arithmetic (the CIFAR ResNet's 1x1 stride-2 projections,
+# 131k per image: backward 4.1-5.4 ms image by image, 1.3-2.4 ms folded; NOTES.md section 10)
+PER_IMAGE_MIN_MACS = 1 << 20
 # ... and build their columns a block of output rows at a time, about this many elements (the
 # block stays in cache between im2col and the GEMM that reads it)
 COL_BLOCK_ELEMENTS = 1 << 18
@@ -126,7 +130,8 @@ class _GemmConv:
         # images in place, no chunk layout to move through; 1x1 / stride 1 / pad 0 needs no
         # column buffer at all (Caffe's is_1x1_)
         if image_by_image is None:
-            image_by_image = self.oc >= PER_IMAGE_MIN_COLUMNS or num == 1
+            image_by_image = num == 1 or (self.oc >= PER_IMAGE_MIN_COLUMNS and
+                                          self.m * self.kd * self.oc >= PER_IMAGE_MIN_MACS)
         self.per_image = self.compiled and bool(image_by_image)
         self.is_1x1 = (all(k == 1 for k in kernel) and all(s == 1 for s in stride)
                        and all(p == 0 for p in pad))

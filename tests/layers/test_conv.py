@@ -130,6 +130,7 @@ def compiled(request, monkeypatch):
         monkeypatch.setattr(conv_mod, "PER_IMAGE_MIN_COLUMNS", 10 ** 9)
     if mode == "per_image":
         monkeypatch.setattr(conv_mod, "PER_IMAGE_MIN_COLUMNS", 1)
+        monkeypatch.setattr(conv_mod, "PER_IMAGE_MIN_MACS", 1)
         monkeypatch.setattr(conv_mod, "COL_BLOCK_ELEMENTS", 1)
         monkeypatch.setattr(conv_mod, "COL_BLOCK_WEIGHTS", 0)
     return mode
