@@ -9,7 +9,12 @@ maximum (NaN never wins; a window with no number above -FLT_MAX keeps -FLT_MAX a
 AVE sums in the bottom's dtype in the same order, then divides, as Caffe does.
 Forward: windows wholly inside the plane run as one loop per output row, 2x2 and 3x3
 unrolled (constant trip counts, ~1.5-2x faster); clipped windows (pad, ceil edge) run the
-clipped loop.  Same cells, same order either way.
+clipped loop.  Same cells, same order either way.  3x3 stride 2 over wide rows (at least
+``SEPARABLE_MIN_WIDTH`` full windows) runs separably instead: each input row split into its
+even and odd columns, the max of each window's 3 cells in that row (w ascending), then of the
+3 row maxima (h ascending), every loop unit-stride, so LLVM vectorizes it (a stride-2 window
+loop stays scalar).  The strict ``>`` in both passes keeps the first maximum in (h, w) order,
+so top and mask are Caffe's exactly (WeChat's 24 x 192 x 192 pool: 2.6 -> 0.85 ms).
 """
 from . import threads  # noqa: F401  (Numba's environment before its first import)
 
@@ -18,6 +23,9 @@ from .jit import kernel
 from numba import njit, prange
 
 FLT_MAX = float(np.finfo(np.float32).max)
+# Full windows per output row from which 3x3 stride-2 max pooling runs separably (narrower
+# rows: the unrolled window loop, which has less per-row overhead; CIFAR's 15 was 2.4x slower)
+SEPARABLE_MIN_WIDTH = 32
 
 
 @njit(cache=True, inline="always")
@@ -81,11 +89,61 @@ def _max_full_row(xs, ts, ms, a, b0, b1, kh, kw, sh, sw, ph, pw, width, ow, neg)
             ts[a * ow + b], ms[a * ow + b] = best, idx
 
 
+@njit(cache=True, inline="always")
+def _pick3(v0, i0, v1, i1, v2, i2, neg):
+    """The first of three (value, index) pairs strictly above all before it, from -FLT_MAX."""
+    best, idx = neg, np.int32(-1)
+    better = v0 > best
+    best, idx = (v0 if better else best), (i0 if better else idx)
+    better = v1 > best
+    best, idx = (v1 if better else best), (i1 if better else idx)
+    better = v2 > best
+    return (v2 if better else best), (i2 if better else idx)
+
+
+@njit(cache=True)
+def _max3s2_plane(xs, ts, ms, a0, a1, b0, b1, ph, pw, width, ow, neg):
+    """Outputs [a0, a1) x [b0, b1) of a 3x3 stride-2 max pooling (all windows inside the
+    plane), separably: window b's columns w = 2b - pw + (0, 1, 2) are, by the parity of pw,
+    (even[c], odd[c], even[c + 1]) or (odd[c], even[c + 1], odd[c + 1])."""
+    nb = b1 - b0
+    ev = np.empty((width + 1) // 2, xs.dtype)
+    od = np.empty(width // 2, xs.dtype)
+    y0, y1 = 2 * a0 - ph, 2 * (a1 - 1) - ph + 3
+    hv = np.empty((y1 - y0, nb), xs.dtype)
+    hi = np.empty((y1 - y0, nb), np.int32)
+    c0 = b0 - (pw + 1) // 2
+    w0 = 2 * c0 + pw % 2                  # the first window's first column
+    for y in range(y0, y1):
+        row = xs[y * width:(y + 1) * width]
+        for k in range(ev.size):
+            ev[k] = row[2 * k]
+        for k in range(od.size):
+            od[k] = row[2 * k + 1]
+        if pw % 2 == 0:
+            f0, f1, f2 = ev[c0:c0 + nb], od[c0:c0 + nb], ev[c0 + 1:c0 + 1 + nb]
+        else:
+            f0, f1, f2 = od[c0:c0 + nb], ev[c0 + 1:c0 + 1 + nb], od[c0 + 1:c0 + 1 + nb]
+        hvr, hir = hv[y - y0], hi[y - y0]
+        q = np.int32(y * width + w0)
+        for k in range(nb):
+            i = q + np.int32(2 * k)
+            hvr[k], hir[k] = _pick3(f0[k], i, f1[k], i + 1, f2[k], i + 2, neg)
+    for a in range(a0, a1):
+        r = 2 * a - ph - y0
+        v0, v1, v2 = hv[r], hv[r + 1], hv[r + 2]
+        i0, i1, i2 = hi[r], hi[r + 1], hi[r + 2]
+        tr, mr = ts[a * ow + b0:a * ow + b1], ms[a * ow + b0:a * ow + b1]
+        for k in range(nb):
+            tr[k], mr[k] = _pick3(v0[k], i0[k], v1[k], i1[k], v2[k], i2[k], neg)
+
+
 @kernel
 def max_forward(x, kh, kw, sh, sw, ph, pw, top, mask):
     """top[n, c, a, b] = max of the window (Caffe's init -FLT_MAX, strict >); mask: its
     plane index h * W + w (int32, -1 for none).  Windows wholly inside the plane take the
-    unrolled path, the clipped ones (pad, ceil edge) the clipped loop."""
+    unrolled (or, 3x3 stride 2 on wide rows, the separable) path, the clipped ones (pad,
+    ceil edge) the clipped loop."""
     n, c, height, width = x.shape
     oh, ow = top.shape[2], top.shape[3]
     neg = x.dtype.type(-FLT_MAX)
@@ -93,6 +151,8 @@ def max_forward(x, kh, kw, sh, sw, ph, pw, top, mask):
     tf, mf = top.reshape(n * c, oh * ow), mask.reshape(n * c, oh * ow)
     a0, a1 = _full(kh, sh, ph, height, oh)
     b0, b1 = _full(kw, sw, pw, width, ow)
+    separable = (kh == 3 and kw == 3 and sh == 2 and sw == 2 and a1 > a0
+                 and b1 - b0 >= SEPARABLE_MIN_WIDTH)
     for p in prange(n * c):
         xs, ts, ms = xf[p], tf[p], mf[p]
         for a in range(oh):
@@ -103,7 +163,10 @@ def max_forward(x, kh, kw, sh, sw, ph, pw, top, mask):
             for b in range(hi, ow):
                 ts[a * ow + b], ms[a * ow + b] = _max_clipped(
                     xs, a, b, kh, kw, sh, sw, ph, pw, height, width, neg)
-            _max_full_row(xs, ts, ms, a, lo, hi, kh, kw, sh, sw, ph, pw, width, ow, neg)
+            if not separable:
+                _max_full_row(xs, ts, ms, a, lo, hi, kh, kw, sh, sw, ph, pw, width, ow, neg)
+        if separable:
+            _max3s2_plane(xs, ts, ms, a0, a1, b0, b1, ph, pw, width, ow, neg)
 
 
 @kernel

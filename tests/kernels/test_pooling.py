@@ -68,6 +68,12 @@ POOLS = [  # shape, kernel, stride, pad
     ((2, 2, 9, 9), (2, 2), (2, 2), (1, 1)),      # the unrolled 2x2 path beside clipped windows
     ((1, 2, 7, 9), (3, 3), (1, 1), (0, 0)),      # the unrolled 3x3 path, stride 1
     ((1, 2, 10, 9), (4, 3), (2, 3), (0, 0)),     # whole windows of another size
+    # 3x3 stride 2 over rows of >= SEPARABLE_MIN_WIDTH full windows: the separable path,
+    # both column parities (pad even / odd), ceil edge and padding around it
+    ((1, 2, 7, 70), (3, 3), (2, 2), (0, 0)),
+    ((2, 1, 8, 71), (3, 3), (2, 2), (1, 1)),
+    ((1, 2, 9, 72), (3, 3), (2, 2), (2, 2)),
+    ((1, 1, 6, 69), (3, 3), (2, 2), (1, 0)),
 ]
 
 
@@ -112,3 +118,13 @@ def test_pooling_does_not_depend_on_the_thread_count():
         threads.set_num_threads(before)
     for a, b in zip(one, two):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_wide_cases_take_the_separable_path():
+    wide = [(shape, p) for shape, k, s, p in POOLS
+            if k == (3, 3) and s == (2, 2) and shape[3] > 60]
+    assert len(wide) == 4
+    for shape, p in wide:
+        ow = out_shape(shape, (3, 3), (2, 2), p)[1]
+        b0, b1 = pooling._full(3, 2, p[1], shape[3], ow)
+        assert b1 - b0 >= pooling.SEPARABLE_MIN_WIDTH
