@@ -17,8 +17,10 @@ import types
 from . import threads
 from numba import njit
 
-# Largest array of a call, in elements, from which the parallel compilation runs.
-PARALLEL_MIN_ELEMENTS = 1 << 16
+# Largest array of a call, in elements, from which the parallel compilation runs (1 << 16
+# made the WeChat detector slower at 2 threads than at 1: 15.2-17.8 ms against 13.1-14.8 with
+# 1 << 18, training unchanged; benchmarks/NOTES.md, section 10).
+PARALLEL_MIN_ELEMENTS = 1 << 18
 
 
 def _renamed(fn, suffix):
