@@ -183,21 +183,6 @@ def bias_grad(dy, db):
 
 
 @njit(cache=True, inline="always")
-def _taps_at(xp, wm, acc, y0, x0, dh, dw):
-    """acc + sum_ij wm[i, j] xp[y0 + i*dh, x0 + j*dw], (i, j) ascending, taps inside only."""
-    kh, kw = wm.shape
-    height, width = xp.shape
-    for i in range(kh):
-        yy = y0 + i * dh
-        if yy >= 0 and yy < height:
-            for j in range(kw):
-                xx = x0 + j * dw
-                if xx >= 0 and xx < width:
-                    acc += wm[i, j] * xp[yy, xx]
-    return acc
-
-
-@njit(cache=True, inline="always")
 def _taps_back(gp, wm, acc, y0, x0, dh, dw):
     """acc + sum_ij wm[i, j] gp[y0 - i*dh, x0 - j*dw], i descending, j ascending (the
     scatter's order at one pixel), taps inside only."""
@@ -262,12 +247,38 @@ def _interior(o_count, k, s, p, d, size):
     return lo, max(lo, _span(o_count, (k - 1) * d - p, s, size)[1])
 
 
+@njit(cache=True, inline="always")
+def _column_taps(xp, wm, b, yp, ox, r0, r1, sh, sw, ph, pw, dh, dw):
+    """yp[oy, ox] for oy in [r0, r1), rows whose taps all lie inside: b + the taps of the
+    kernel columns inside the plane, in (i, j) order."""
+    kh, kw = wm.shape
+    width = xp.shape[1]
+    x0 = ox * sw - pw
+    j0, j1 = 0, kw
+    while j0 < kw and x0 + j0 * dw < 0:
+        j0 += 1
+    while j1 > j0 and x0 + (j1 - 1) * dw >= width:
+        j1 -= 1
+    for oy in range(r0, r1):
+        y0, acc = oy * sh - ph, b
+        for i in range(kh):
+            row = xp[y0 + i * dh]
+            for j in range(j0, j1):
+                acc += wm[i, j] * row[x0 + j * dw]
+        yp[oy, ox] = acc
+
+
 @kernel
 def depthwise_forward(x, w, bias, use_bias, sh, sw, ph, pw, dh, dw, y):
     """y[n, m, oy, ox] = b[m] + sum_ij w[m, 0, i, j] x[n, m // mult, oy*sh - ph + i*dh,
     ox*sw - pw + j*dw], summed from b in (i, j) order over the taps inside the plane.
-    3x3: rows and columns with every tap inside run as one pass (_row3x3), the rest per
-    output; other kernels one tap at a time over each row's span."""
+    3x3, outputs with every tap inside (_row3x3, vectorised): stride 1 with the top as wide
+    as the bottom runs as one pass over the plane's interior rows flattened (tap (i, j) of
+    output k is x's element k + const; the border columns, which read the neighbouring row
+    there, are then recomputed); other strides one pass per row.
+    Border columns of those rows: per column, the taps inside (_column_taps).  The rest
+    (border rows, other kernels): one tap at a time over each row's span.  Every path
+    sums each output's taps in the same order, so the paths agree bit for bit."""
     n_count, c, height, width = x.shape
     m_count, oh, ow = y.shape[1], y.shape[2], y.shape[3]
     kh, kw = w.shape[2], w.shape[3]
@@ -275,22 +286,36 @@ def depthwise_forward(x, w, bias, use_bias, sh, sw, ph, pw, dh, dw, y):
     three = kh == 3 and kw == 3
     rlo, rhi = _interior(oh, kh, sh, ph, dh, height)
     clo, chi = _interior(ow, kw, sw, pw, dw, width)
+    inner = rhi > rlo and chi > clo
+    flat = three and inner and sh == 1 and sw == 1 and ow == width
+    xf = x.reshape(n_count * c, height * width)
+    yf = y.reshape(n_count * m_count, oh * ow)
     for t in prange(n_count * m_count):
         n, m = t // m_count, t % m_count
+        p = n * c + m // mult
         xp, yp, wm = x[n, m // mult], y[n, m], w[m, 0]
         b = bias[m] if use_bias else y.dtype.type(0)
+        if flat:
+            k0, k1 = rlo * width + clo, (rhi - 1) * width + chi
+            ys, xs = yf[t, k0:k1], xf[p]
+            ys[:] = b
+            a, e = k0 - ph * width - pw, k1 - k0 + 2 * dw     # tap (0, 0) of output k0
+            _row3x3(xs[a:a + e], xs[a + dh * width:a + dh * width + e],
+                    xs[a + 2 * dh * width:a + 2 * dh * width + e], wm, ys, 1, 0, dw, 2 * dw)
+        if three:
+            for ox in range(clo):
+                _column_taps(xp, wm, b, yp, ox, rlo, rhi, sh, sw, ph, pw, dh, dw)
+            for ox in range(chi, ow):
+                _column_taps(xp, wm, b, yp, ox, rlo, rhi, sh, sw, ph, pw, dh, dw)
         for oy in range(oh):
             ys, y0 = yp[oy], oy * sh - ph
             if three and oy >= rlo and oy < rhi:
-                for ox in range(clo):
-                    ys[ox] = _taps_at(xp, wm, b, y0, ox * sw - pw, dh, dw)
-                for ox in range(chi, ow):
-                    ys[ox] = _taps_at(xp, wm, b, y0, ox * sw - pw, dh, dw)
-                if chi > clo:
-                    ys[clo:chi] = b
-                    q, e = clo * sw - pw, (chi - 1) * sw - pw + 2 * dw + 1
-                    _row3x3(xp[y0, q:e], xp[y0 + dh, q:e], xp[y0 + 2 * dh, q:e], wm,
-                            ys[clo:chi], sw, 0, dw, 2 * dw)
+                if flat or chi <= clo:
+                    continue
+                ys[clo:chi] = b
+                q, e = clo * sw - pw, (chi - 1) * sw - pw + 2 * dw + 1
+                _row3x3(xp[y0, q:e], xp[y0 + dh, q:e], xp[y0 + 2 * dh, q:e], wm,
+                        ys[clo:chi], sw, 0, dw, 2 * dw)
                 continue
             ys[:] = b
             for i in range(kh):

@@ -101,6 +101,12 @@ DEPTHWISE = [  # shape, multiplier, kernel, stride, pad, dilation
     ((1, 1, 2, 2), 1, (3, 3), (1, 1), (1, 1), (1, 1)),    # plane smaller than the kernel
     ((1, 2, 6, 6), 1, (3, 3), (1, 1), (3, 3), (1, 1)),    # pad 3: outputs wholly in pad
     ((1, 2, 9, 9), 1, (3, 3), (2, 2), (1, 1), (2, 2)),    # stride 2 and dilation 2
+    # stride 1, top as wide as the bottom: the flattened interior; stride 2: even / odd columns
+    ((2, 2, 11, 11), 1, (3, 3), (1, 1), (1, 1), (1, 1)),  # flattened, two images
+    ((1, 2, 8, 9), 1, (3, 3), (1, 1), (1, 0), (1, 1)),    # stride 1, narrower top: per row
+    ((1, 2, 12, 16), 1, (3, 3), (2, 2), (0, 0), (1, 1)),  # stride 2, no pad, even width
+    ((1, 1, 13, 12), 4, (3, 3), (2, 2), (1, 1), (1, 1)),  # one input channel, 4 outputs
+    ((1, 2, 10, 13), 1, (3, 3), (2, 2), (0, 1), (1, 3)),  # stride 2, column dilation 3
 ]
 
 
@@ -136,6 +142,23 @@ def test_depthwise_matches_the_convolution_formula(shape, mult, kernel, stride, 
     np.testing.assert_allclose(dx, ref_dx, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(dw, 1 + ref_dw, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(db, 1 + dy.sum(axis=(0, 2, 3)), rtol=1e-10)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_border_columns_do_not_see_the_next_row(stride):
+    """The flattened stride-1 pass reads, for the border columns, the neighbouring row's
+    cells (then recomputes them); inf / NaN there must not leak into any output."""
+    rs = np.random.RandomState(5)
+    x = rs.standard_normal((1, 2, 10, 12))
+    x[0, 0, 3, -1], x[0, 0, 6, 0], x[0, 1, 4, -1] = np.inf, np.nan, -np.inf
+    w = rs.standard_normal((2, 1, 3, 3))
+    b = rs.standard_normal(2)
+    args = (stride, stride, 1, 1, 1, 1)
+    want = ref_conv(x, w, b, (stride,) * 2, (1, 1), (1, 1), 2)
+    y = np.full(want.shape, 7.0)
+    K.depthwise_forward(x, w, b, True, *args, y)
+    np.testing.assert_allclose(y, want, rtol=1e-10, atol=1e-10)
+    assert np.isfinite(y).mean() > 0.5        # the bad cells reach their own windows only
 
 
 def test_conv_kernels_do_not_depend_on_the_thread_count():
