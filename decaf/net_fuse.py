@@ -3,6 +3,8 @@
 A chain is a head layer followed, in the net's order, by layers that work in place on the
 head's top blob:
 
+    Convolution                  -> ReLU                 ConvolutionLayer.forward_relu (the
+                                                         bias pass applies the ReLU)
     BatchNorm (use_global_stats) [-> Scale] [-> ReLU]     decaf.kernels.batchnorm.normalize_affine
     Scale                        -> ReLU                 decaf.kernels.elementwise.affine_forward
     Eltwise SUM                  -> ReLU                 decaf.kernels.eltwise (ReLU in the last pass)
@@ -36,13 +38,16 @@ def _inplace_on(net, j, blob):
 def _follower(net, j, blob, kind):
     if j >= len(net.layers) or net.layers[j].type != kind or net.layer_need_backward[j]:
         return False
-    return _inplace_on(net, j, blob)
+    return not any(net.layers[j].loss_weights) and _inplace_on(net, j, blob)
 
 
 def _head_ok(net, i):
     layer = net.layers[i]
-    if net.layer_need_backward[i] or layer.xp is not np or len(net.top_vecs[i]) != 1:
+    if (net.layer_need_backward[i] or layer.xp is not np or len(net.top_vecs[i]) != 1
+            or any(layer.loss_weights)):
         return False
+    if layer.type == "Convolution":
+        return len(net.bottom_vecs[i]) == 1
     if layer.type == "BatchNorm":
         return layer.use_global_stats
     if layer.type == "Scale":
@@ -61,6 +66,9 @@ def plan(net):
             i += 1
             continue
         top, j = net.top_vecs[i][0], i + 1
+        if net.layers[i].type == "Convolution" and not _follower(net, j, top, "ReLU"):
+            i += 1
+            continue
         if net.layers[i].type == "BatchNorm" and _follower(net, j, top, "Scale") and \
                 _head_ok(net, j):
             j += 1
@@ -83,7 +91,9 @@ def run(net, i, last):
     relu = next((l for l in layers[1:] if l.type == "ReLU"), None)
     dt = top.dtype.type
     slope = dt(relu.slope if relu is not None else 0.0)
-    if head.type == "BatchNorm":
+    if head.type == "Convolution":
+        head.forward_relu(bottom, [top], slope)
+    elif head.type == "BatchNorm":
         if scale is not None and scale._dims != (head._n, head.channels, head._s):
             return False                         # not a per-channel Scale: layer by layer
         x, y = head._view(bottom[0].data), head._view(top.data)

@@ -99,3 +99,55 @@ def test_share_diff_links_before_allocation():
     d.share_diff(c)
     c.diff[...] = 7                          # the owner first
     np.testing.assert_array_equal(d.diff, [7, 7, 7, 7])
+
+
+CONV_RELU = """
+name: "conv_relu"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: %d dim: 4 dim: 9 dim: 8 } } }
+layer { name: "c1x1" type: "Convolution" bottom: "data" top: "c1x1"
+  convolution_param { num_output: 6 kernel_size: 1 weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "r1" type: "ReLU" bottom: "c1x1" top: "c1x1" relu_param { negative_slope: %s } }
+layer { name: "c3x3" type: "Convolution" bottom: "c1x1" top: "c3x3"
+  convolution_param { num_output: 5 kernel_size: 3 pad: 1 bias_term: false
+  weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "r2" type: "ReLU" bottom: "c3x3" top: "c3x3" relu_param { negative_slope: %s } }
+layer { name: "dw" type: "Convolution" bottom: "c3x3" top: "dw"
+  convolution_param { num_output: 5 group: 5 kernel_size: 3 stride: 2 pad: 1
+  weight_filler { type: "gaussian" std: 1 } bias_filler { type: "gaussian" std: 1 } } }
+layer { name: "r3" type: "ReLU" bottom: "dw" top: "dw" relu_param { negative_slope: %s } }
+layer { name: "big" type: "Convolution" bottom: "dw" top: "big"
+  convolution_param { num_output: 130 kernel_size: 2 weight_filler { type: "gaussian" std: 1 }
+  bias_filler { type: "gaussian" std: 1 } } }
+layer { name: "r4" type: "ReLU" bottom: "big" top: "big" relu_param { negative_slope: %s } }
+layer { name: "out" type: "Convolution" bottom: "big" top: "out"
+  convolution_param { num_output: 3 kernel_size: 1 weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "r5" type: "ReLU" bottom: "out" top: "relu_out" }
+"""
+
+
+@pytest.mark.parametrize("num", [1, 3])
+@pytest.mark.parametrize("slope", ["0", "0.25"])
+def test_convolution_relu_fuses_bit_identically(num, slope):
+    """Convolution -> in-place ReLU at inference: every engine (1x1 and im2col + GEMM image
+    by image or in chunks, row GEMMs, depthwise), with and without bias, NaN / inf inputs."""
+    def build():
+        p = caffe_pb2.NetParameter()
+        text_format.Merge(CONV_RELU % ((num,) + (slope,) * 4), p)
+        net = decaf.Net(p, caffe_pb2.TEST)
+        rs = np.random.RandomState(1)
+        net.blobs["data"].data[...] = rs.randn(*net.blobs["data"].shape)
+        net.blobs["data"].data[0, 0, 0, :3] = [np.nan, np.inf, -np.inf]
+        return net
+    fused, plain = build(), build()
+    plain.fuse_inference = False
+    for a, b in zip(fused.layers, plain.layers):
+        for x, y in zip(a.blobs, b.blobs):
+            y.data[...] = x.data
+    # the last ReLU is not in place: it stays a layer of its own
+    assert _chains(fused) == {"c1x1": "r1", "c3x3": "r2", "dw": "r3", "big": "r4"}
+    fused.forward()
+    plain.forward()
+    for name in fused.blobs:
+        np.testing.assert_array_equal(fused.blobs[name].data, plain.blobs[name].data)
+    c = fused.blobs["c1x1"].data
+    assert (c < 0).any() == (slope != "0") and np.isnan(c).any()

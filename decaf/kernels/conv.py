@@ -6,7 +6,8 @@
   back onto its pixel.  The GEMMs in between stay in BLAS.
 * ``im2col_rows`` / ``col2im_rows_add``: the same for a block of output rows of one image (the
   image-by-image engine keeps its column block cache-sized).
-* ``add_bias`` / ``bias_grad``: the bias of the image-by-image GEMMs and its gradient.
+* ``add_bias`` / ``bias_grad``: the bias of the image-by-image GEMMs and its gradient;
+  ``add_bias_relu`` the bias and a following ReLU in one pass (inference fusion).
 * ``to_nchw`` / ``from_nchw``: the GEMM result (M, nb*oh*ow) to and from the NCHW top, with
   the bias added on the way out and its gradient summed on the way in (no pass of their own).
 * ``depthwise_*``: convolution with one input channel per group (group == channels, e.g.
@@ -163,6 +164,21 @@ def add_bias(y, bias):
         b = bias[m]
         for q in range(oc):
             y[n, m, q] += b
+
+
+@kernel
+def add_bias_relu(y, bias, use_bias, slope):
+    """y[n, m, :] = ReLU(y[n, m, :] (+ bias[m])) for y (N, M, oc), in one pass: Caffe's bias
+    add, then its ReLU as decaf.kernels.elementwise.relu_forward computes it (v if v > 0
+    else v * slope): a Convolution and its in-place ReLU fused at inference (net_fuse)."""
+    num, m_count, oc = y.shape
+    for t in prange(num * m_count):
+        n, m = t // m_count, t % m_count
+        ys = y[n, m]
+        b = bias[m] if use_bias else y.dtype.type(0)
+        for q in range(oc):
+            v = ys[q] + b if use_bias else ys[q]
+            ys[q] = v if v > 0 else v * slope
 
 
 @kernel

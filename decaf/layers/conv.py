@@ -21,6 +21,7 @@ from ..kernels import conv as kernels
 from ..kernels.rowconv import RowConv, scratch
 from ..kernels import cblas
 from ..kernels.blas import gemm_accumulate
+from ..kernels.elementwise import relu_forward
 from ..filler import fill
 from ..kernels.im2col import CompiledIm2Col, Im2Col, conv_output_shape, deconv_output_shape
 from ..layer import Layer, register_layer
@@ -213,13 +214,16 @@ class _GemmConv:
         return scratch(self.xp, self.dtype, name, self.plan.col_rows * nq).reshape(
             self.group, self.kd, nq)
 
-    def forward(self, x, w, bias, y):
-        """y = W (*) x + b for x (num, C, *S), y (num, M, *O)."""
+    def forward(self, x, w, bias, y, relu=None):
+        """y = W (*) x + b for x (num, C, *S), y (num, M, *O); then y = ReLU(y) with slope
+        ``relu`` unless None (a fused ReLU: the image-by-image path in the bias pass)."""
         wg = w.reshape(self.group, self.mg, -1)
         yf = y.reshape(self.num, self.m, -1)
         if not self.per_image:
             for n0, n1 in self.chunks():
                 self.to_col_side(self.im2col(x, n0, n1), wg, yf, n0, n1, bias)
+            if relu is not None:
+                relu_forward(yf.reshape(-1), yf.reshape(-1), relu)
             return
         ow = self.plan.out_spatial[1]
         for n in range(self.num):
@@ -236,7 +240,10 @@ class _GemmConv:
                     continue
                 for g in range(self.group):
                     _gemm(wg[g], col[g], yn[g, :, oy0 * ow:oy1 * ow])
-        if bias is not None:
+        if relu is not None:
+            kernels.add_bias_relu(yf, self.none if bias is None else bias, bias is not None,
+                                  relu)
+        elif bias is not None:
             kernels.add_bias(yf, bias)
 
     def _backward_per_image(self, yf, x, wg, dwg, xdiff):
@@ -507,6 +514,19 @@ class ConvolutionLayer(BaseConvolutionLayer):
 
     def backward(self, top, propagate_down, bottom):
         self._engine_backward(top, propagate_down, bottom)
+
+    def forward_relu(self, bottom, top, slope):
+        """forward, then the in-place ReLU(slope) that follows it at inference (net_fuse):
+        the im2col + GEMM engine applies it in its bias pass, the others after forward."""
+        w = self.blobs[0].data
+        bias = self.blobs[1].data if self.bias_term else None
+        x = bottom[0].data.reshape((self.num, self.channels) + self.in_spatial)
+        y = top[0].data.reshape((self.num, self.num_output) + self.out_spatial)
+        if isinstance(self.engine, _GemmConv):
+            self.engine.forward(x, w, bias, y, relu=slope)
+            return
+        self.engine.forward(x, w, bias, y)
+        relu_forward(y.reshape(-1), y.reshape(-1), slope)
 
 
 @register_layer("Deconvolution")
