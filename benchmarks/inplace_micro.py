@@ -54,8 +54,8 @@ def cases(x, d, y):
         "bn normalize": (lambda: BN.normalize(x, mean, std, x, x, False),
                          lambda: BN.normalize(x, mean, std, y, y, False)),
         "bn normalize_affine + relu": (
-            lambda: BN.normalize_affine(x, mean, std, s, b, x, True, True, True, z),
-            lambda: BN.normalize_affine(x, mean, std, s, b, y, True, True, True, z)),
+            lambda: BN.normalize_affine(x, mean, std, s, b, x, True, True, True, z, x, False),
+            lambda: BN.normalize_affine(x, mean, std, s, b, y, True, True, True, z, y, False)),
         "bn backward, global stats": (lambda: BN.backward(x, d, std, d, True),
                                       lambda: BN.backward(x, d, std, y, True)),
         "bn backward, batch stats": (lambda: BN.backward(x, d, std, d, False),

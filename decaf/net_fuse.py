@@ -1,4 +1,4 @@
-"""Inference fusion: runs of in-place layers computed in one pass, with Caffe's numbers.
+"""Forward fusion: runs of in-place layers computed in one pass, with Caffe's numbers.
 
 A chain is a head layer followed, in the net's order, by layers that work in place on the
 head's top blob:
@@ -12,9 +12,16 @@ head's top blob:
 The fused pass performs the same floating-point operations in the same order as the layers
 one after the other, so every value is bit-identical; the intermediate values are not
 observable either, since the followers overwrite the head's top in place.  A chain is fused
-only when none of its layers will ever run a backward (``needs_backward`` False: a TEST-phase
-or deploy net, no force_backward), on the CPU, and only when a forward covers the whole chain
-(``forward(end=...)`` inside a chain runs the layers one by one).
+when none of its layers will ever run a backward (``needs_backward`` False: a TEST-phase or
+deploy net, no force_backward), on the CPU, and only when a forward covers the whole chain
+(``forward(end=...)`` inside a chain runs the layers one by one).  Training keeps one chain,
+
+    BatchNorm (batch or global statistics) [-> Scale] [-> ReLU, slope >= 0]
+
+(the CIFAR ResNets' conv -> bn -> scale -> relu, all in place): its pass also writes what
+each backward reads: BatchNorm's x_norm, Scale's input (that same x_norm, borrowed instead
+of Caffe's copy; its own copy under global statistics), the ReLU's top; the backwards run
+layer by layer as before.
 
 Opt out per net with ``net.fuse_inference = False``, or for the process with DECAF_FUSE=0.
 """
@@ -57,23 +64,45 @@ def _head_ok(net, i):
     return False
 
 
+def _train_head_ok(net, i):
+    """A BatchNorm whose chain's layers may run a backward (training): the fused forward
+    keeps what each backward reads (below)."""
+    layer = net.layers[i]
+    return (layer.type == "BatchNorm" and layer.xp is np and len(net.top_vecs[i]) == 1
+            and not any(layer.loss_weights))
+
+
+def _train_follower(net, j, blob, kind):
+    if j >= len(net.layers) or net.layers[j].type != kind:
+        return False
+    layer = net.layers[j]
+    if any(layer.loss_weights) or not _inplace_on(net, j, blob):
+        return False
+    if kind == "ReLU":          # its backward reads the top (slope >= 0), which the pass writes
+        return not layer.backward_reads_bottom
+    return len(net.bottom_vecs[j]) == 1      # Scale by a learned blob
+
+
 def plan(net):
     """{head index: last index of its chain} for every chain of two or more layers."""
     chains = {}
     i = 0
     while i < len(net.layers):
-        if not _head_ok(net, i):
-            i += 1
-            continue
-        top, j = net.top_vecs[i][0], i + 1
-        if net.layers[i].type == "Convolution" and not _follower(net, j, top, "ReLU"):
-            i += 1
-            continue
-        if net.layers[i].type == "BatchNorm" and _follower(net, j, top, "Scale") and \
-                _head_ok(net, j):
-            j += 1
-        if _follower(net, j, top, "ReLU"):
-            j += 1
+        top, j = net.top_vecs[i][0] if net.top_vecs[i] else None, i + 1
+        if _head_ok(net, i):
+            if net.layers[i].type == "Convolution" and not _follower(net, j, top, "ReLU"):
+                i += 1
+                continue
+            if net.layers[i].type == "BatchNorm" and _follower(net, j, top, "Scale") and \
+                    _head_ok(net, j):
+                j += 1
+            if _follower(net, j, top, "ReLU"):
+                j += 1
+        if j == i + 1 and _train_head_ok(net, i):
+            if _train_follower(net, j, top, "Scale"):
+                j += 1
+            if _train_follower(net, j, top, "ReLU"):
+                j += 1
         if j - 1 > i:
             chains[i] = j - 1
         i = j
@@ -99,9 +128,20 @@ def run(net, i, last):
         x, y = head._view(bottom[0].data), head._view(top.data)
         mean = head.statistics(x)
         s, b = _scale_bias(scale, head._std)
+        # what the backwards read: BatchNorm its x_norm (batch statistics), Scale its input
+        # (= x_norm: it borrows BatchNorm's, else keeps its own), ReLU its top
+        keep = head._x_norm
+        if scale is not None:
+            scale._borrowed = None
+            if scale._keeps_bottom([top], [top]):
+                if keep is None:
+                    keep = head._view(scale._bottom_buffer(top.data))
+                else:
+                    scale._borrowed = keep
         batchnorm.normalize_affine(x, mean, head._std, s, b, y, scale is not None,
                                    scale is not None and scale.bias_index is not None,
-                                   relu is not None, slope)
+                                   relu is not None, slope, y if keep is None else keep,
+                                   keep is not None)
     elif head.type == "Scale":
         s, b = _scale_bias(head, None)
         dims = head._dims

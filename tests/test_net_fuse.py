@@ -65,11 +65,15 @@ def test_partial_forward_runs_layer_by_layer():
     assert (fused.blobs["conv"].data < 0).any()      # the ReLU did not run
 
 
-def test_no_fusion_when_backward_may_run():
-    assert _chains(_net(force_backward=True)) == {}
-    # TRAIN: BatchNorm uses batch statistics (no head); this net has no loss, so nothing
-    # else runs a backward and the other chains still fuse
-    assert _chains(_net(phase=caffe_pb2.TRAIN)) == {"sc": "relu", "sum": "relu3", "sc2": "relu4"}
+def test_only_batchnorm_chains_fuse_when_backward_may_run():
+    # a backward may run: only the BatchNorm [-> Scale] [-> ReLU] chains, which keep what
+    # the backwards read (the Eltwise and Scale chains stay layer by layer)
+    assert _chains(_net(force_backward=True)) == {"bn": "relu", "bn2": "relu2"}
+    assert _chains(_net("-0.5", force_backward=True)) == {"bn": "sc", "bn2": "relu2"}
+    # TRAIN: BatchNorm with batch statistics heads a training chain; this net has no loss,
+    # so nothing else runs a backward and the other chains fuse as at inference
+    assert _chains(_net(phase=caffe_pb2.TRAIN)) == {"bn": "relu", "bn2": "relu2",
+                                                     "sum": "relu3", "sc2": "relu4"}
 
 
 def test_deploy_forward_allocates_no_diff_and_diff_still_works():
@@ -151,3 +155,68 @@ def test_convolution_relu_fuses_bit_identically(num, slope):
         np.testing.assert_array_equal(fused.blobs[name].data, plain.blobs[name].data)
     c = fused.blobs["c1x1"].data
     assert (c < 0).any() == (slope != "0") and np.isnan(c).any()
+
+
+TRAIN_CHAINS = """
+name: "train_chains"
+layer { name: "data" type: "Input" top: "data" top: "label"
+  input_param { shape { dim: 4 dim: 3 dim: 6 dim: 5 } shape { dim: 4 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" %s }
+layer { name: "sc" type: "Scale" bottom: "conv" top: "conv" %s scale_param { bias_term: %s } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" relu_param { negative_slope: %s } }
+layer { name: "conv2" type: "Convolution" bottom: "conv" top: "conv2"
+  convolution_param { num_output: 3 kernel_size: 3 pad: 1 weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "bn2" type: "BatchNorm" bottom: "conv2" top: "conv2" }
+layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }
+layer { name: "ip" type: "InnerProduct" bottom: "conv2" top: "ip"
+  inner_product_param { num_output: 5 weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+
+
+@pytest.mark.parametrize("bn_param,sc_param,bias,slope,chains", [
+    ("", "", "true", "0", {"bn": "relu", "bn2": "relu2"}),
+    ("", "", "false", "0.2", {"bn": "relu", "bn2": "relu2"}),
+    # frozen statistics while training (fine-tuning): Scale keeps its own copy of x_norm
+    ("batch_norm_param { use_global_stats: true }", "", "true", "0",
+     {"bn": "relu", "bn2": "relu2"}),
+    # a frozen Scale, a ReLU whose backward reads its bottom (slope < 0): left out
+    ("", "param { lr_mult: 0 } param { lr_mult: 0 }", "true", "-0.3",
+     {"bn": "sc", "bn2": "relu2"}),
+])
+def test_training_chain_matches_layer_by_layer(bn_param, sc_param, bias, slope, chains):
+    """Forward, loss, every diff, param diff and BatchNorm statistic bit-identical to the
+    layers run one by one, over two iterations (x_norm and the Scale input are reused)."""
+    def build():
+        p = caffe_pb2.NetParameter()
+        text_format.Merge(TRAIN_CHAINS % (bn_param, sc_param, bias, slope), p)
+        net = decaf.Net(p, caffe_pb2.TRAIN)
+        rs = np.random.RandomState(2)
+        for layer in net.layers:
+            for b in layer.blobs:
+                b.data[...] = rs.rand(*b.shape) + 0.5
+        return net
+    fused, plain = build(), build()
+    plain.fuse_inference = False
+    assert _chains(fused) == chains
+    rs = np.random.RandomState(3)
+    for _ in range(2):
+        data = rs.randn(4, 3, 6, 5)
+        label = rs.randint(0, 5, 4)
+        losses = []
+        for net in (fused, plain):
+            net.blobs["data"].data[...] = data
+            net.blobs["label"].data[...] = label
+            net.clear_param_diffs()
+            losses.append(net.forward_backward())
+        assert losses[0] == losses[1] and np.isfinite(losses[0])
+        for name in fused.blobs:
+            np.testing.assert_array_equal(fused.blobs[name].data, plain.blobs[name].data)
+            np.testing.assert_array_equal(fused.blobs[name].diff, plain.blobs[name].diff)
+        for a, b in zip(fused.layers, plain.layers):
+            for x, y in zip(a.blobs, b.blobs):
+                np.testing.assert_array_equal(x.data, y.data)
+                np.testing.assert_array_equal(x.diff, y.diff)
+    assert np.abs(fused.params["sc"][0].diff).sum() > 0 or sc_param

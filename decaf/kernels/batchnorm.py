@@ -63,9 +63,11 @@ def normalize(x3, mean, std, y3, keep, has_keep):
 
 
 @kernel
-def normalize_affine(x3, mean, std, scale, bias, y3, has_scale, has_bias, relu, slope):
-    """v = (x - mean[c]) / std[c], then v * scale[c], + bias[c], ReLU(slope) (each when asked);
-    y = v (y may be x).  The operations of BatchNorm, Scale and ReLU, in their order."""
+def normalize_affine(x3, mean, std, scale, bias, y3, has_scale, has_bias, relu, slope, keep,
+                     has_keep):
+    """v = (x - mean[c]) / std[c] (kept in ``keep`` when ``has_keep``: BatchNorm's x_norm),
+    then v * scale[c], + bias[c], ReLU(slope) (each when asked); y = v (y may be x).  The
+    operations of BatchNorm, Scale and ReLU, in their order."""
     n, c_, s = x3.shape
     rows, group = n * c_, rows_per_task(s)
     for g in prange((rows + group - 1) // group):
@@ -76,8 +78,11 @@ def normalize_affine(x3, mean, std, scale, bias, y3, has_scale, has_bias, relu, 
             for q in range(0, s, CHUNK):
                 ys = y3[i, c, q:q + CHUNK]
                 xs = private(x3[i, c, q:q + CHUNK], ys, tmp)
+                ks = keep[i, c, q:q + CHUNK] if has_keep else ys
                 for j in range(ys.size):
                     v = (xs[j] - mu) / sd
+                    if has_keep:
+                        ks[j] = v
                     if has_scale:
                         v = v * a
                     if has_bias:

@@ -367,6 +367,7 @@ class ScaleLayer(Layer):
                 self.blobs.append(blob)
         self.param_propagate_down = [True] * len(self.blobs)
         self._temp = None
+        self._borrowed = None    # a fused forward's x_norm standing in for _temp (net_fuse)
 
     def _scale(self, bottom):
         return bottom[1] if len(bottom) > 1 else self.blobs[0]
@@ -385,14 +386,19 @@ class ScaleLayer(Layer):
         net will never run this layer's backward (set by Net at TEST / deploy time)."""
         return top[0] is bottom[0] and getattr(self, "needs_backward", True)
 
+    def _bottom_buffer(self, x):
+        """The array an in-place forward keeps its input in (Caffe's temp_), shaped as x."""
+        if self._temp is None or self._temp.shape != x.shape or self._temp.dtype != x.dtype:
+            self._temp = self.xp.empty(x.shape, x.dtype)
+        return self._temp
+
     def forward(self, bottom, top):
         xp = self.xp
         dims = self._dims
         x = bottom[0].data
+        self._borrowed = None
         if self._keeps_bottom(bottom, top):
-            if self._temp is None or self._temp.shape != x.shape or self._temp.dtype != x.dtype:
-                self._temp = self.xp.empty(x.shape, x.dtype)
-            self._temp[...] = x
+            self._bottom_buffer(x)[...] = x
         s = self._scale(bottom).data.reshape(-1)
         b = s if self.bias_index is None else self.blobs[self.bias_index].data.reshape(-1)
         x3, y3 = x.reshape(dims), top[0].data.reshape(dims)
@@ -412,7 +418,11 @@ class ScaleLayer(Layer):
         learned = len(bottom) == 1
         want_ds = (learned and self.param_propagate_down[0]) or (not learned and propagate_down[1])
         want_db = self.bias_index is not None and self.param_propagate_down[self.bias_index]
-        x = (self._temp if top[0] is bottom[0] else bottom[0].data).reshape(dims)
+        if top[0] is not bottom[0]:
+            x = bottom[0].data
+        else:
+            x = self._temp if self._borrowed is None else self._borrowed
+        x = x.reshape(dims)
         s = scale.data.reshape(-1)
         if xp is np:
             ds, db = np.zeros(dims[1]), np.zeros(dims[1])

@@ -41,11 +41,18 @@ def test_normalize_affine_and_edges():
     with np.errstate(invalid="ignore"):
         ref = ((x - mean[None, :, None]) / std[None, :, None]) * s[None, :, None] + b[None, :, None]
         relu = np.where(ref > 0, ref, 0.1 * ref)
-    bk.normalize_affine(x, mean, std, s, b, y, True, True, False, 0.0)
+    bk.normalize_affine(x, mean, std, s, b, y, True, True, False, 0.0, y, False)
     np.testing.assert_allclose(y, ref, rtol=1e-10, atol=0, equal_nan=True)
-    bk.normalize_affine(x, mean, std, s, b, y, True, True, True, 0.1)
+    keep = np.full_like(x, 7.0)
+    bk.normalize_affine(x, mean, std, s, b, y, True, True, True, 0.1, keep, True)
     np.testing.assert_allclose(y, relu, rtol=1e-10, atol=0, equal_nan=True)
-    bk.normalize_affine(x, mean, std, s, b, y, False, False, False, 0.0)
+    with np.errstate(invalid="ignore"):           # the kept x_norm: before scale and bias
+        np.testing.assert_allclose(keep, (x - mean[None, :, None]) / std[None, :, None],
+                                   rtol=1e-10, atol=0, equal_nan=True)
+    xi = x.copy()                                 # in place, keeping x_norm
+    bk.normalize_affine(xi, mean, std, s, b, xi, True, True, True, 0.1, keep, True)
+    np.testing.assert_allclose(xi, relu, rtol=1e-10, atol=0, equal_nan=True)
+    bk.normalize_affine(x, mean, std, s, b, y, False, False, False, 0.0, y, False)
     with np.errstate(invalid="ignore"):
         np.testing.assert_allclose(y, (x - mean[None, :, None]) / std[None, :, None],
                                    rtol=1e-10, atol=0, equal_nan=True)

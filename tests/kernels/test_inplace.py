@@ -98,8 +98,12 @@ def test_batchnorm_passes_in_place(dims, mode):
     fused = (want * sc[None, :, None]) + bi[None, :, None]
     fused = np.where(fused > 0, fused, fused * F(0))
     y = x.copy()
-    _k(BN.normalize_affine, mode)(y, mean, std, sc, bi, y, True, True, True, F(0))
+    _k(BN.normalize_affine, mode)(y, mean, std, sc, bi, y, True, True, True, F(0), y, False)
     _same(y, fused)
+    y, keep = x.copy(), np.empty_like(x)      # in place, keeping x_norm (training chains)
+    _k(BN.normalize_affine, mode)(y, mean, std, sc, bi, y, True, True, True, F(0), keep, True)
+    _same(y, fused)
+    _same(keep, want)
     # backward, dx written over dy: global statistics, then batch statistics
     dy = _data(dims, 8)
     d2 = dy.copy()
