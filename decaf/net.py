@@ -122,6 +122,7 @@ class Net:
             layer.needs_backward = need     # False: Backward never runs (no copies kept for it)
         self.fuse_inference = net_fuse.enabled_by_default()
         self._fusion = None
+        self._backward_fusion = None
         self._output_names = sorted(available)   # Caffe keeps them in a std::set
         for name in self._output_names:
             _log("This network produces output " + name, 242)
@@ -377,10 +378,22 @@ class Net:
 
     def backward_from_to(self, start=None, end=0):
         start = len(self.layers) - 1 if start is None else start
-        for i in range(start, end - 1, -1):
+        chains = self._backward_fusion_plan() if self.fuse_inference else {}
+        i = start
+        while i >= end:
+            head = chains.get(i)
+            if head is not None and head >= end and net_fuse.run_backward(self, head, i):
+                i = head - 1                 # a training chain's backward in one pass
+                continue
             if self.layer_need_backward[i]:
                 self.layers[i].Backward(self.top_vecs[i], self._bottom_need_backward[i],
                                         self.bottom_vecs[i])
+            i -= 1
+
+    def _backward_fusion_plan(self):
+        if self._backward_fusion is None:
+            self._backward_fusion = net_fuse.backward_plan(self)
+        return self._backward_fusion
 
     def forward_loss(self):
         """Caffe's Net::Forward(&loss): run every layer, return the total weighted loss."""

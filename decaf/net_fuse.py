@@ -109,6 +109,53 @@ def plan(net):
     return chains
 
 
+def backward_plan(net):
+    """{last index: head index} of the training chains (``plan``) whose backward runs as one:
+    every layer of the chain propagates down (a BatchNorm head, the followers in place)."""
+    chains = {}
+    for i, last in plan(net).items():
+        if net.layers[i].type != "BatchNorm" or any(
+                not (net.layer_need_backward[k] and net.bottom_need_backward(k)[0])
+                for k in range(i, last + 1)):
+            continue
+        chains[last] = i
+    return chains
+
+
+def run_backward(net, i, last):
+    """Backward of the training chain i..last (``backward_plan``) in one pass per channel:
+    decaf.kernels.batchnorm.chain_backward, the layers' operations in their order; False
+    (nothing run) when the shapes do not allow it."""
+    layers = net.layers[i:last + 1]
+    head, top = layers[0], net.top_vecs[i][0]
+    scale = next((l for l in layers[1:] if l.type == "Scale"), None)
+    relu = next((l for l in layers[1:] if l.type == "ReLU"), None)
+    if scale is not None and scale._dims != (head._n, head.channels, head._s):
+        return False
+    dt = top.dtype.type
+    dy, y = head._view(top.diff), head._view(top.data)
+    dx = head._view(net.bottom_vecs[i][0].diff)
+    std, xn = head._std, head._x_norm
+    channels = head.channels
+    ds, db = np.zeros(channels), np.zeros(channels)
+    want_ds = want_db = False
+    s, xs = std, dy                  # stand-ins when there is no Scale (never read)
+    if scale is not None:
+        want_ds = scale.param_propagate_down[0]
+        want_db = scale.bias_index is not None and scale.param_propagate_down[scale.bias_index]
+        s = scale.blobs[0].data.reshape(-1)
+        xs = head._view(scale._temp if scale._borrowed is None else scale._borrowed)
+    slope = dt(relu.slope if relu is not None else 0.0)
+    batchnorm.chain_backward(y, dy, xs, dy if xn is None else xn, s, std, ds, db, dx,
+                             net.bottom_vecs[i][0] is top, relu is not None, slope,
+                             scale is not None, want_ds, want_db, head.use_global_stats)
+    if want_db:     # Scale's parameter diffs, accumulated as its backward does
+        scale.blobs[scale.bias_index].diff.reshape(-1)[...] += db.astype(dy.dtype)
+    if want_ds:
+        scale.blobs[0].diff.reshape(-1)[...] += ds.astype(dy.dtype)
+    return True
+
+
 def run(net, i, last):
     """Forward of layers i..last (a chain of ``plan``) in one pass; False (nothing run but
     the reshapes) when the shapes do not allow it."""

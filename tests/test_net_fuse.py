@@ -168,9 +168,9 @@ layer { name: "sc" type: "Scale" bottom: "conv" top: "conv" %s scale_param { bia
 layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" relu_param { negative_slope: %s } }
 layer { name: "conv2" type: "Convolution" bottom: "conv" top: "conv2"
   convolution_param { num_output: 3 kernel_size: 3 pad: 1 weight_filler { type: "gaussian" std: 1 } } }
-layer { name: "bn2" type: "BatchNorm" bottom: "conv2" top: "conv2" }
-layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }
-layer { name: "ip" type: "InnerProduct" bottom: "conv2" top: "ip"
+layer { name: "bn2" type: "BatchNorm" bottom: "conv2" top: "bn2" }
+layer { name: "relu2" type: "ReLU" bottom: "bn2" top: "bn2" }
+layer { name: "ip" type: "InnerProduct" bottom: "bn2" top: "ip"
   inner_product_param { num_output: 5 weight_filler { type: "gaussian" std: 1 } } }
 layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
 """
@@ -201,6 +201,9 @@ def test_training_chain_matches_layer_by_layer(bn_param, sc_param, bias, slope, 
     fused, plain = build(), build()
     plain.fuse_inference = False
     assert _chains(fused) == chains
+    # the backward of each chain runs as one too (its last layer -> its head)
+    assert {fused.layer_names[k]: fused.layer_names[v]
+            for k, v in fused._backward_fusion_plan().items()} == {v: k for k, v in chains.items()}
     rs = np.random.RandomState(3)
     for _ in range(2):
         data = rs.randn(4, 3, 6, 5)

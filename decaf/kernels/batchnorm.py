@@ -10,13 +10,15 @@
                       layers round it; decaf.net_fuse)
 ``backward``          dx = (dy - (sum(dy * y) * y + sum(dy)) / m) / std[c] (batch statistics),
                       dx = dy / std[c] (global statistics); dx may be dy
+``chain_backward``    the backwards of an in-place ReLU, Scale and this ``backward``, one
+                      channel at a time, each row while it is in cache (decaf.net_fuse)
 """
 import numpy as np
 from .jit import kernel
 from numba import njit, prange
 
 from .inplace import CHUNK, private, rows_per_task
-from .reduce import row_dot_sum, row_sum_sq
+from .reduce import row_dot_sum, row_sum, row_sum_sq
 
 
 @kernel
@@ -123,3 +125,66 @@ def backward(y3, dy3, std, dx3, global_stats):
                 dys = private(dy3[i, c, q:q + CHUNK], dxs, tmp)
                 for j in range(dxs.size):
                     dxs[j] = (dys[j] - (ys[j] * a32 + b32) * inv_m) / sd
+
+
+@kernel
+def chain_backward(y3, dy3, xs3, xn3, s, std, ds, db, dx3, in_place, has_relu, slope,
+                   has_scale, want_ds, want_db, global_stats):
+    """The backwards of BatchNorm -> Scale -> ReLU (in place, ReLU and Scale optional) in
+    their order, with their operations and sums: dy = dy * ((y > 0) + slope * (y <= 0))
+    (ReLU, y its top); ds[c] = sum dy * xs, db[c] = sum dy (Scale, float64, written), dy =
+    dy * s[c]; then ``backward`` with x_norm xn3 into dx3 (``in_place``: dx3 is dy3).  Each row of a
+    channel goes through the ReLU and Scale steps and BatchNorm's sums while in cache."""
+    n, c_, sp = dy3.shape
+    m = n * sp
+    zero, one = dy3.dtype.type(0), dy3.dtype.type(1)
+    for c in prange(c_):
+        sc = s[c] if has_scale else one
+        sd = std[c]
+        a_s = 0.0
+        t_s = 0.0
+        a = 0.0
+        b = 0.0
+        for i in range(n):
+            d = dy3[i, c]
+            if has_relu:
+                yr = y3[i, c]
+                for j in range(sp):
+                    v = yr[j]
+                    p = one if v > 0 else zero
+                    r = slope if v <= 0 else zero
+                    d[j] = d[j] * (p + r)
+            if has_scale:
+                if want_ds:
+                    p_, q_ = row_dot_sum(d, xs3[i, c])
+                    a_s += p_
+                    t_s += q_
+                elif want_db:
+                    t_s += row_sum(d)
+                for j in range(sp):
+                    d[j] = d[j] * sc
+            if not global_stats:
+                p_, q_ = row_dot_sum(d, xn3[i, c])
+                a += p_
+                b += q_
+        if want_ds:
+            ds[c] = a_s
+        if want_db:
+            db[c] = t_s
+        a32 = dy3.dtype.type(a)
+        b32 = dy3.dtype.type(b)
+        inv_m = dy3.dtype.type(1.0 / m)
+        for i in range(n):
+            # in place, one array read and written (LLVM's overlap test would fail on two
+            # names for it and fall back to a scalar loop)
+            d, xn = dy3[i, c], xn3[i, c]
+            dx = d if in_place else dx3[i, c]
+            if global_stats:
+                for j in range(sp):
+                    dx[j] = d[j] / sd
+            elif in_place:
+                for j in range(sp):
+                    d[j] = (d[j] - (xn[j] * a32 + b32) * inv_m) / sd
+            else:
+                for j in range(sp):
+                    dx[j] = (d[j] - (xn[j] * a32 + b32) * inv_m) / sd

@@ -31,18 +31,32 @@ def _resnet20_with_inputs(batch=2):
 
 
 def test_resnet20_trains_one_step():
-    net = decaf.Net(_resnet20_with_inputs(), decaf.TRAIN)
+    net, plain = (decaf.Net(_resnet20_with_inputs(), decaf.TRAIN) for _ in range(2))
     types = [l.type for l in net.layers]
     assert (types.count("Convolution"), types.count("BatchNorm"), types.count("Scale"),
             types.count("Eltwise"), types.count("InnerProduct")) == (21, 21, 21, 9, 1)
+    plain.fuse_inference = False
+    for a, b in zip(net.learnable_params, plain.learnable_params):
+        b.data[...] = a.data
     rs = np.random.RandomState(0)
-    net.blobs["data"].data[...] = rs.randn(2, 3, 32, 32)
-    net.blobs["label"].data[...] = [3, 7]
-    loss = net.forward_backward()
+    data = rs.randn(2, 3, 32, 32)
+    losses = []
+    for n in (net, plain):
+        n.blobs["data"].data[...] = data
+        n.blobs["label"].data[...] = [3, 7]
+        losses.append(n.forward_backward())
+    loss = losses[0]
     assert np.isfinite(loss) and loss > 0
     grads = [p.diff for p in net.learnable_params]
     assert all(np.isfinite(g).all() for g in grads) and any(np.abs(g).sum() > 0 for g in grads)
-    assert net._fusion_plan() == {}          # training: nothing is fused
+    # training fuses only the 21 BatchNorm -> Scale [-> ReLU] chains, forward and backward,
+    # with the layers' numbers bit for bit
+    chains = net._fusion_plan()
+    assert len(chains) == 21 and {net.layers[i].type for i in chains} == {"BatchNorm"}
+    assert len(net._backward_fusion_plan()) == 21
+    assert losses[0] == losses[1]
+    for a, b in zip(grads, plain.learnable_params):
+        np.testing.assert_array_equal(a, b.diff)
 
 
 def test_resnet50_deploy_fused_equals_unfused():
