@@ -14,14 +14,16 @@ one after the other, so every value is bit-identical; the intermediate values ar
 observable either, since the followers overwrite the head's top in place.  A chain is fused
 when none of its layers will ever run a backward (``needs_backward`` False: a TEST-phase or
 deploy net, no force_backward), on the CPU, and only when a forward covers the whole chain
-(``forward(end=...)`` inside a chain runs the layers one by one).  Training keeps one chain,
+(``forward(end=...)`` inside a chain runs the layers one by one).  Training keeps two,
 
     BatchNorm (batch or global statistics) [-> Scale] [-> ReLU, slope >= 0]
+    Eltwise SUM                            -> ReLU, slope >= 0
 
-(the CIFAR ResNets' conv -> bn -> scale -> relu, all in place): its pass also writes what
-each backward reads: BatchNorm's x_norm, Scale's input (that same x_norm, borrowed instead
-of Caffe's copy; its own copy under global statistics), the ReLU's top; the backwards run
-layer by layer as before.
+(the CIFAR ResNets' conv -> bn -> scale -> relu, all in place, and sum -> relu): the pass
+also writes what each backward reads: BatchNorm's x_norm, Scale's input (that same x_norm,
+borrowed instead of Caffe's copy; its own copy under global statistics), the ReLU's top (an
+Eltwise SUM's backward reads no data).  The BatchNorm chains' backward runs as one too
+(``run_backward``); the Eltwise chains' layer by layer.
 
 Opt out per net with ``net.fuse_inference = False``, or for the process with DECAF_FUSE=0.
 """
@@ -65,11 +67,13 @@ def _head_ok(net, i):
 
 
 def _train_head_ok(net, i):
-    """A BatchNorm whose chain's layers may run a backward (training): the fused forward
-    keeps what each backward reads (below)."""
+    """A BatchNorm, or an Eltwise SUM (whose backward reads no data), heading a chain whose
+    layers may run a backward (training): the fused forward keeps what each backward reads
+    (below)."""
     layer = net.layers[i]
-    return (layer.type == "BatchNorm" and layer.xp is np and len(net.top_vecs[i]) == 1
-            and not any(layer.loss_weights))
+    if layer.xp is not np or len(net.top_vecs[i]) != 1 or any(layer.loss_weights):
+        return False
+    return layer.type == "BatchNorm" or (layer.type == "Eltwise" and layer.op == layer.SUM)
 
 
 def _train_follower(net, j, blob, kind):
@@ -99,7 +103,7 @@ def plan(net):
             if _follower(net, j, top, "ReLU"):
                 j += 1
         if j == i + 1 and _train_head_ok(net, i):
-            if _train_follower(net, j, top, "Scale"):
+            if net.layers[i].type == "BatchNorm" and _train_follower(net, j, top, "Scale"):
                 j += 1
             if _train_follower(net, j, top, "ReLU"):
                 j += 1

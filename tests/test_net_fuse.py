@@ -65,11 +65,13 @@ def test_partial_forward_runs_layer_by_layer():
     assert (fused.blobs["conv"].data < 0).any()      # the ReLU did not run
 
 
-def test_only_batchnorm_chains_fuse_when_backward_may_run():
-    # a backward may run: only the BatchNorm [-> Scale] [-> ReLU] chains, which keep what
-    # the backwards read (the Eltwise and Scale chains stay layer by layer)
-    assert _chains(_net(force_backward=True)) == {"bn": "relu", "bn2": "relu2"}
-    assert _chains(_net("-0.5", force_backward=True)) == {"bn": "sc", "bn2": "relu2"}
+def test_only_training_chains_fuse_when_backward_may_run():
+    # a backward may run: only the BatchNorm [-> Scale] [-> ReLU] and Eltwise SUM -> ReLU
+    # chains, which keep what the backwards read (Scale -> ReLU stays layer by layer)
+    assert _chains(_net(force_backward=True)) == {"bn": "relu", "bn2": "relu2",
+                                                  "sum": "relu3"}
+    assert _chains(_net("-0.5", force_backward=True)) == {"bn": "sc", "bn2": "relu2",
+                                                          "sum": "relu3"}
     # TRAIN: BatchNorm with batch statistics heads a training chain; this net has no loss,
     # so nothing else runs a backward and the other chains fuse as at inference
     assert _chains(_net(phase=caffe_pb2.TRAIN)) == {"bn": "relu", "bn2": "relu2",

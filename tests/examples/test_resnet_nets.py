@@ -49,10 +49,11 @@ def test_resnet20_trains_one_step():
     assert np.isfinite(loss) and loss > 0
     grads = [p.diff for p in net.learnable_params]
     assert all(np.isfinite(g).all() for g in grads) and any(np.abs(g).sum() > 0 for g in grads)
-    # training fuses only the 21 BatchNorm -> Scale [-> ReLU] chains, forward and backward,
-    # with the layers' numbers bit for bit
+    # training fuses the 21 BatchNorm -> Scale [-> ReLU] chains (forward and backward) and
+    # the 9 Eltwise SUM -> ReLU (forward), with the layers' numbers bit for bit
     chains = net._fusion_plan()
-    assert len(chains) == 21 and {net.layers[i].type for i in chains} == {"BatchNorm"}
+    kinds = [net.layers[i].type for i in chains]
+    assert (kinds.count("BatchNorm"), kinds.count("Eltwise"), len(kinds)) == (21, 9, 30)
     assert len(net._backward_fusion_plan()) == 21
     assert losses[0] == losses[1]
     for a, b in zip(grads, plain.learnable_params):
