@@ -25,8 +25,9 @@ DIRECT_BUFFER_ELEMENTS = 1 << 18
 # The shifted-GEMM path (_RowConv.shift) keeps its zero-bordered image and GEMM rows of a chunk
 # of images about this size.
 SHIFT_BUFFER_ELEMENTS = 1 << 21
-# Shifted GEMMs need this many rows (kh * C/group) to beat the row buffer's single GEMM.
-SHIFT_MIN_ROWS = 64
+# Shifted GEMMs need this many rows (kh * C/group) to beat the row buffer's single GEMM
+# (CIFAR conv1's 15 lose, ResNet-20's 3 x 16 = 48 win: benchmarks/NOTES.md, section 12).
+SHIFT_MIN_ROWS = 32
 # Weight gradient of the direct layout: two output rows per GEMM when K >= 64 (see
 # _weight_grad_blocked).
 PAIRED_ROWS = True

@@ -82,10 +82,11 @@ CONV = [  # num, channels, (H, W), num_output, kernel, stride, pad, group
     (2, 3, (8, 8), 2, (5, 5), (1, 1), (2, 2), 1),
     (5, 2, (5, 7), 3, (2, 3), (3, 2), (0, 2), 1),
     (2, 6, (4, 4), 6, (3, 3), (1, 1), (1, 1), 3),
-    # wide enough for the shifted GEMMs with the default SHIFT_MIN_ROWS (kh * C >= 64)
+    # wide enough for the shifted GEMMs with the default SHIFT_MIN_ROWS (kh * C >= 32)
     (3, 16, (6, 5), 5, (5, 5), (1, 1), (2, 2), 1),
     (4, 24, (7, 6), 6, (3, 3), (2, 1), (1, 1), 1),
     (2, 32, (5, 7), 4, (2, 4), (1, 1), (0, 3), 1),
+    (3, 16, (6, 6), 16, (3, 3), (1, 1), (1, 1), 1),     # ResNet-20's res2 (kh * C = 48)
 ]
 
 
