@@ -21,7 +21,7 @@ from .inplace import CHUNK, private, rows_per_task
 from .reduce import row_dot_sum, row_sum, row_sum_sq
 
 
-@kernel
+@kernel(streaming=True)
 def channel_stats(x3, mean, var):
     """mean[c], var[c] (biased: divided by m) of x3[:, c, :], in float64."""
     n, c_, s = x3.shape
@@ -43,7 +43,7 @@ def channel_stats(x3, mean, var):
         var[c] = max(q / m - d * d, 0.0)
 
 
-@kernel
+@kernel(streaming=True)
 def normalize(x3, mean, std, y3, keep, has_keep):
     """y = (x - mean[c]) / std[c] in the arrays' dtype; keep = y when ``has_keep``."""
     n, c_, s = x3.shape
@@ -64,7 +64,7 @@ def normalize(x3, mean, std, y3, keep, has_keep):
                         ks[j] = ys[j]
 
 
-@kernel
+@kernel(streaming=True)
 def normalize_affine(x3, mean, std, scale, bias, y3, has_scale, has_bias, relu, slope, keep,
                      has_keep):
     """v = (x - mean[c]) / std[c] (kept in ``keep`` when ``has_keep``: BatchNorm's x_norm),
@@ -94,7 +94,7 @@ def normalize_affine(x3, mean, std, scale, bias, y3, has_scale, has_bias, relu, 
                     ys[j] = v
 
 
-@kernel
+@kernel(streaming=True)
 def backward(y3, dy3, std, dx3, global_stats):
     """Caffe's BatchNorm backward (see the module docstring); y3 is the kept x_norm."""
     n, c_, s = dy3.shape
@@ -127,7 +127,7 @@ def backward(y3, dy3, std, dx3, global_stats):
                     dxs[j] = (dys[j] - (ys[j] * a32 + b32) * inv_m) / sd
 
 
-@kernel
+@kernel(streaming=True)
 def chain_backward(y3, dy3, xs3, xn3, s, std, ds, db, dx3, in_place, has_relu, slope,
                    has_scale, want_ds, want_db, global_stats):
     """The backwards of BatchNorm -> Scale -> ReLU (in place, ReLU and Scale optional) in

@@ -127,7 +127,7 @@ def col2im_rows_add(col, n, oy0, oy1, kh, kw, sh, sw, ph, pw, dh, dw, ow, dx):
                               (oy - oy0) * ow)
 
 
-@kernel
+@kernel(streaming=True)
 def to_nchw(gm, n0, bias, use_bias, y):
     """y[n0 + n, m, :] = gm[m, n*oc:(n+1)*oc] (+ bias[m]) for y (N, M, oc)."""
     m_count, oc = y.shape[1], y.shape[2]
@@ -139,7 +139,7 @@ def to_nchw(gm, n0, bias, use_bias, y):
             y[n0 + n, m, q] = gm[m, n * oc + q] + b
 
 
-@kernel
+@kernel(streaming=True)
 def from_nchw(y, n0, gm, db, use_db):
     """gm[m, n*oc:(n+1)*oc] = y[n0 + n, m, :]; db[m] += the sum of those values."""
     m_count, oc = y.shape[1], y.shape[2]
@@ -155,7 +155,7 @@ def from_nchw(y, n0, gm, db, use_db):
             db[m] += total
 
 
-@kernel
+@kernel(streaming=True)
 def add_bias(y, bias):
     """y[n, m, :] += bias[m] for y (N, M, oc) (Caffe's forward_cpu_bias)."""
     num, m_count, oc = y.shape
@@ -166,7 +166,7 @@ def add_bias(y, bias):
             y[n, m, q] += b
 
 
-@kernel
+@kernel(streaming=True)
 def add_bias_relu(y, bias, use_bias, slope):
     """y[n, m, :] = ReLU(y[n, m, :] (+ bias[m])) for y (N, M, oc), in one pass: Caffe's bias
     add, then its ReLU as decaf.kernels.elementwise.relu_forward computes it (v if v > 0
@@ -181,7 +181,7 @@ def add_bias_relu(y, bias, use_bias, slope):
             ys[q] = v if v > 0 else v * slope
 
 
-@kernel
+@kernel(streaming=True)
 def bias_grad(dy, db):
     """db[m] += the sum of dy[:, m, :] for dy (N, M, oc) (Caffe's backward_cpu_bias)."""
     num, m_count, oc = dy.shape

@@ -22,7 +22,7 @@ from .reduce import row_dot_sum, row_sum
 BLOCK = 1 << 14
 
 
-@kernel
+@kernel(streaming=True)
 def relu_forward(x, y, slope):
     """y = x if x > 0 else slope * x, over flat arrays (y may be x)."""
     n = x.size
@@ -38,7 +38,7 @@ def relu_forward(x, y, slope):
                 ys[i] = v if v > 0 else v * slope
 
 
-@kernel
+@kernel(streaming=True)
 def relu_backward(x, dy, dx, slope):
     """dx = dy * ((x > 0) + slope * (x <= 0)) over flat arrays (dx may be dy)."""
     n = x.size
@@ -59,7 +59,7 @@ def relu_backward(x, dy, dx, slope):
                 dxs[i] = dys[i] * (p + r)
 
 
-@kernel
+@kernel(streaming=True)
 def affine_forward(x3, s, b, y3, has_scale, has_bias, relu, slope):
     """y = x * s[c] (if has_scale) + b[c] (if has_bias), then ReLU(slope) if ``relu``;
     x3, y3 are (outer, dim, inner); y3 may be x3."""
@@ -84,7 +84,7 @@ def affine_forward(x3, s, b, y3, has_scale, has_bias, relu, slope):
                     ys[i] = v
 
 
-@kernel
+@kernel(streaming=True)
 def scale_backward(x3, dy3, s, ds, db, dx3, want_ds, want_db, want_dx):
     """Per channel c: ds[c] = sum dy * x, db[c] = sum dy (float64 sums, written, not added);
     dx = dy * s[c].  dx3 may be dy3 (a channel's sums are taken before its dx is written)."""
@@ -114,7 +114,7 @@ def scale_backward(x3, dy3, s, ds, db, dx3, want_ds, want_db, want_dx):
             db[c] = t
 
 
-@kernel
+@kernel(streaming=True)
 def channel_sum(dy3, out):
     """out[c] = sum over (outer, inner) of dy3[:, c, :], accumulated in float64."""
     outer, dim, inner = dy3.shape

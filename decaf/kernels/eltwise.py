@@ -18,7 +18,7 @@ from .inplace import CHUNK, private
 BLOCK = 1 << 14
 
 
-@kernel
+@kernel(streaming=True)
 def sum2(a, ca, b, cb, y, relu, slope):
     n = y.size
     for blk in prange((n + BLOCK - 1) // BLOCK):
@@ -35,7 +35,7 @@ def sum2(a, ca, b, cb, y, relu, slope):
                 ys[i] = v
 
 
-@kernel
+@kernel(streaming=True)
 def sum_add(y, b, cb, relu, slope):
     n = y.size
     for blk in prange((n + BLOCK - 1) // BLOCK):
@@ -48,7 +48,7 @@ def sum_add(y, b, cb, relu, slope):
             yb[i] = v
 
 
-@kernel
+@kernel(streaming=True)
 def prod2(a, b, y):
     n = y.size
     for blk in prange((n + BLOCK - 1) // BLOCK):
@@ -58,7 +58,7 @@ def prod2(a, b, y):
             yb[i] = ab[i] * bb[i]
 
 
-@kernel
+@kernel(streaming=True)
 def prod_mul(y, b):
     n = y.size
     for blk in prange((n + BLOCK - 1) // BLOCK):
@@ -68,7 +68,7 @@ def prod_mul(y, b):
             yb[i] = yb[i] * bb[i]
 
 
-@kernel
+@kernel(streaming=True)
 def max2(a, b, y, mask):
     n = y.size
     mt = mask.dtype.type
@@ -80,7 +80,7 @@ def max2(a, b, y, mask):
             mask[i] = one - mt(av > bv)
 
 
-@kernel
+@kernel(streaming=True)
 def max_next(b, k, y, mask):
     n = y.size
     mt = mask.dtype.type
@@ -92,7 +92,7 @@ def max_next(b, k, y, mask):
             mask[i] = m + mt(bv > yv) * (kk - m)   # wraps modulo 2^bits and back: exact
 
 
-@kernel
+@kernel(streaming=True)
 def max_backward(dy, mask, k, dx):
     n = dy.size
     ft = dy.dtype.type

@@ -5,11 +5,15 @@ Waking Numba's pool costs 30-120 us per call (the ``workqueue`` layer's sleeping
 decaf.kernels.threads), more than a small kernel's whole work: a 16 x 9 bias pass took 50-126
 us in parallel against 0.5 us serial (benchmarks/NOTES.md, section 9).  So a call runs the
 serial compilation when decaf runs on one thread, or when its largest array holds fewer than
-``PARALLEL_MIN_ELEMENTS`` values; the parallel one otherwise.  Both compile the same source,
+``PARALLEL_MIN_ELEMENTS`` values (``STREAMING_MIN_ELEMENTS`` for a streaming pass, declared
+``@kernel(streaming=True)``: ReLU, Scale, BatchNorm, Eltwise, softmax, bias and layout moves, a
+few operations per value, whose second thread on this 2-core machine never paid for its
+wake-up, NOTES section 12); the parallel one otherwise.  Both compile the same source,
 and every kernel's parallel loop writes disjoint outputs in the serial loop's order per
 output, so the choice never changes a result (the serial one takes the parallel one's NumPy
-error model: a float division by zero gives inf / nan, as in a ``prange`` loop, no exception).  Each compilation has its own cache entry (the
-serial copy of the function carries a ``_serial`` name), and is compiled on its first call.
+error model: a float division by zero gives inf / nan, as in a ``prange`` loop, no
+exception).  Each compilation has its own cache entry (the serial copy of the function
+carries a ``_serial`` name), and is compiled on its first call.
 """
 import functools
 import types
@@ -21,6 +25,10 @@ from numba import njit
 # made the WeChat detector slower at 2 threads than at 1: 15.2-17.8 ms against 13.1-14.8 with
 # 1 << 18, training unchanged; benchmarks/NOTES.md, section 10).
 PARALLEL_MIN_ELEMENTS = 1 << 18
+# ... and for the streaming passes (``@kernel(streaming=True)``: a few operations per value read,
+# e.g. ReLU, Scale, BatchNorm, Eltwise), which on a 2-core machine gain nothing from a second
+# thread at any size and lose its wake-up (benchmarks/NOTES.md, section 12)
+STREAMING_MIN_ELEMENTS = 1 << 23
 
 
 def _renamed(fn, suffix):
@@ -36,8 +44,8 @@ def _renamed(fn, suffix):
 class Kernel:
     """A compiled loop: ``serial`` and ``parallel`` Numba dispatchers, one call picks."""
 
-    def __init__(self, fn):
-        self.py_func = fn
+    def __init__(self, fn, streaming=False):
+        self.py_func, self.streaming = fn, streaming
         self.serial = njit(cache=True, error_model="numpy")(_renamed(fn, "_serial"))
         self.parallel = njit(cache=True, parallel=True)(fn)
         functools.update_wrapper(self, fn)
@@ -49,11 +57,14 @@ class Kernel:
                 size = getattr(a, "size", 0)
                 if size > largest:
                     largest = size
-            if largest >= PARALLEL_MIN_ELEMENTS:
+            if largest >= (STREAMING_MIN_ELEMENTS if self.streaming else PARALLEL_MIN_ELEMENTS):
                 return self.parallel(*args)
         return self.serial(*args)
 
 
-def kernel(fn):
-    """``@kernel``: compile ``fn`` as a decaf kernel (see the module docstring)."""
-    return Kernel(fn)
+def kernel(fn=None, streaming=False):
+    """``@kernel`` / ``@kernel(streaming=True)``: compile ``fn`` as a decaf kernel (see the
+    module docstring)."""
+    if fn is None:
+        return lambda f: Kernel(f, streaming)
+    return Kernel(fn, streaming)

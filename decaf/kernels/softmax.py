@@ -14,7 +14,7 @@ from .jit import kernel
 from numba import njit, prange
 
 
-@kernel
+@kernel(streaming=True)
 def shift_max(x3, y3):
     """y = x - max_c x (per (outer, inner) position; y may be x)."""
     outer, c_, inner = x3.shape
@@ -37,7 +37,7 @@ def shift_max(x3, y3):
                 y3[o, c, i] = x3[o, c, i] - mx[i]
 
 
-@kernel
+@kernel(streaming=True)
 def normalize(y3):
     """y /= sum_c y (float64 sums), in place: the last step after y = exp(x - max)."""
     outer, c_, inner = y3.shape
@@ -68,7 +68,7 @@ def forward(x3, y3):
     normalize(y3)
 
 
-@kernel
+@kernel(streaming=True)
 def backward(y3, dy3, dx3):
     outer, c_, inner = y3.shape
     for o in prange(outer):
@@ -81,7 +81,7 @@ def backward(y3, dy3, dx3):
                 dx3[o, c, i] = (dy3[o, c, i] - dy3.dtype.type(dot[i])) * y3[o, c, i]
 
 
-@kernel
+@kernel(streaming=True)
 def loss_backward(p3, labels, valid, has_valid, scale, dx3):
     """dx = (p - onehot(labels[o, i])) * scale, and 0 where ``valid`` is False (when
     ``has_valid``); labels is (outer, inner) int64."""
