@@ -7,6 +7,12 @@ either side allocates the one buffer they share.
 
 ``update()`` is Caffe's ``Blob::Update``: ``data -= diff`` (the solver has already turned the
 gradient into the step, so the update is a plain subtraction).
+
+``shape_epoch()`` counts the changes of any existing blob's shape or data memory (a reshape to
+a new shape, ``share_data`` with other memory; no reshape reads a diff's memory); a net whose
+full forward changed none skips, while the count stays put, the reshapes that depend on shapes
+alone (``Layer.shape_only_reshape``).  A blob marked ``quiet`` (a net output that only layers
+without that property write, e.g. DetectionOutput's) does not count.
 """
 import numpy as np
 
@@ -15,13 +21,19 @@ from .errors import BlobProtoError, ShapeMismatchError
 
 MAX_BLOB_AXES = 32
 MAX_BLOB_BYTES = np.iinfo(np.intp).max
+_EPOCH = [0]
+
+
+def shape_epoch():
+    """How many times an existing blob changed shape or memory (see the module docstring)."""
+    return _EPOCH[0]
 
 
 class Blob:
     """An N-d array with its gradient. Memory is kept across reshapes (grown, never shrunk)."""
 
     __slots__ = ("_shape", "_count", "_dtype", "_xp", "_data_buf", "_diff_buf", "_data", "_diff",
-                 "_diff_link", "__weakref__")
+                 "_diff_link", "quiet", "__weakref__")
 
     def __init__(self, shape=(), dtype=np.float32, xp=None):
         self._dtype = np.dtype(dtype)
@@ -30,6 +42,7 @@ class Blob:
         self._diff_buf = None            # allocated by the first ``diff`` access
         self._diff_link = None           # a blob whose diff this one shares, once allocated
         self._shape = None
+        self.quiet = False
         self.reshape(shape)
 
     # -- shape -----------------------------------------------------------------------------
@@ -46,6 +59,8 @@ class Blob:
             raise ShapeMismatchError("blob shape %s has a negative dimension" % (shape,))
         if shape == self._shape:
             return
+        if self._shape is not None and not self.quiet:
+            _EPOCH[0] += 1
         count = nonzero = 1
         for d in shape:
             count *= d
@@ -170,6 +185,8 @@ class Blob:
         """Make this blob's data the same memory as ``other``'s (counts must match)."""
         if other.count != self._count:
             raise ShapeMismatchError("share_data: count %d != %d" % (self._count, other.count))
+        if other._data_buf is not self._data_buf and not self.quiet:
+            _EPOCH[0] += 1
         self._data_buf = other._data_buf
         self._data = other._data.reshape(self._shape)
 

@@ -72,6 +72,10 @@ class Layer:
     max_top = -1
     equal_num_bottom_top = False
     auto_top_blobs = False
+    # reshape depends only on the shapes and data memory of this layer's blobs (and its fixed
+    # parameters): a net skips it while no blob changed either since its last full forward
+    # (decaf.blob.shape_epoch; data layers, Python layers and DetectionOutput keep False)
+    shape_only_reshape = False
 
     def __init__(self, layer_param):
         from .proto import caffe_pb2
@@ -119,6 +123,10 @@ class Layer:
         """Reshape, forward, and return the weighted loss of the loss tops."""
         self.reshape(bottom, top)
         self.forward(bottom, top)
+        return self.weighted_loss(top) if self.loss_weights else 0.0
+
+    def weighted_loss(self, top):
+        """sum over the loss tops of loss_weight * top (Caffe keeps the weight in top's diff)."""
         loss = 0.0
         for i, w in enumerate(self.loss_weights):
             if w:

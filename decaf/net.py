@@ -11,7 +11,7 @@ from collections import OrderedDict
 import numpy as np
 
 from . import backend, memory
-from .blob import Blob
+from .blob import Blob, shape_epoch
 from .errors import DecafError, NetError, OutOfMemoryError, ShapeMismatchError, WeightsError
 from .layer import create_layer
 from .net_build import filter_net, insert_splits
@@ -122,6 +122,8 @@ class Net:
             layer.needs_backward = need     # False: Backward never runs (no copies kept for it)
         self.fuse_inference = net_fuse.enabled_by_default()
         self._fusion = None
+        self._settled = None      # shape_epoch() after a full forward that changed no blob
+        self._mark_quiet_outputs()
         self._backward_fusion = None
         self._output_names = sorted(available)   # Caffe keeps them in a std::set
         for name in self._output_names:
@@ -358,18 +360,45 @@ class Net:
         return self.layer_index[layer_name]
 
     def forward_from_to(self, start=0, end=None):
+        """Caffe's ForwardFromTo: each layer's Reshape, then Forward.  The reshapes that depend
+        on shapes alone (``Layer.shape_only_reshape``) are skipped while no blob has changed
+        shape or memory since a full forward that changed none (``blob.shape_epoch``): they
+        would do nothing."""
         end = len(self.layers) - 1 if end is None else end
         chains = self._fusion_plan() if self.fuse_inference else {}
+        epoch = shape_epoch()
+        settled = epoch == self._settled
         loss = 0.0
         i = start
         while i <= end:
             last = chains.get(i)
-            if last is not None and last <= end and net_fuse.run(self, i, last):
+            if last is not None and last <= end and net_fuse.run(self, i, last, settled):
                 i = last + 1                 # in-place chain in one pass (decaf/net_fuse.py)
                 continue
-            loss += self.layers[i].Forward(self.bottom_vecs[i], self.top_vecs[i])
+            layer, bottom, top = self.layers[i], self.bottom_vecs[i], self.top_vecs[i]
+            if settled and layer.shape_only_reshape:
+                layer.forward(bottom, top)
+                if layer.loss_weights:
+                    loss += layer.weighted_loss(top)
+            else:
+                loss += layer.Forward(bottom, top)
             i += 1
+        if start == 0 and end == len(self.layers) - 1:
+            self._settled = epoch if shape_epoch() == epoch else None
         return loss
+
+    def _mark_quiet_outputs(self):
+        """Blobs no layer reads and only layers with a data-dependent reshape write (e.g.
+        DetectionOutput's top, reshaped to its count every forward) do not move shape_epoch:
+        no skipped reshape depends on them."""
+        read = {id(b) for bottoms in self.bottom_vecs for b in bottoms}
+        for layer, tops in zip(self.layers, self.top_vecs):
+            for t in tops:
+                if id(t) in read or layer.shape_only_reshape:
+                    read.add(id(t))
+        for tops in self.top_vecs:
+            for t in tops:
+                t.quiet = id(t) not in read
 
     def _fusion_plan(self):
         if self._fusion is None:

@@ -160,15 +160,20 @@ def run_backward(net, i, last):
     return True
 
 
-def run(net, i, last):
+def run(net, i, last, settled=False):
     """Forward of layers i..last (a chain of ``plan``) in one pass; False (nothing run but
-    the reshapes) when the shapes do not allow it."""
+    the reshapes) when the shapes do not allow it.  ``settled``: the net skips the reshapes
+    of shape-only layers (Net.forward_from_to)."""
     for k in range(i, last + 1):
-        net.layers[k].reshape(net.bottom_vecs[k], net.top_vecs[k])
-    layers = net.layers[i:last + 1]
-    head, bottom, top = layers[0], net.bottom_vecs[i], net.top_vecs[i][0]
-    scale = next((l for l in layers[1:] if l.type == "Scale"), None)
-    relu = next((l for l in layers[1:] if l.type == "ReLU"), None)
+        if not (settled and net.layers[k].shape_only_reshape):
+            net.layers[k].reshape(net.bottom_vecs[k], net.top_vecs[k])
+    head, bottom, top = net.layers[i], net.bottom_vecs[i], net.top_vecs[i][0]
+    scale = relu = None
+    for layer in net.layers[i + 1:last + 1]:
+        if layer.type == "Scale":
+            scale = layer
+        elif layer.type == "ReLU":
+            relu = layer
     dt = top.dtype.type
     slope = dt(relu.slope if relu is not None else 0.0)
     if head.type == "Convolution":

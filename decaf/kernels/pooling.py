@@ -15,6 +15,8 @@ even and odd columns, the max of each window's 3 cells in that row (w ascending)
 3 row maxima (h ascending), every loop unit-stride, so LLVM vectorizes it (a stride-2 window
 loop stays scalar).  The strict ``>`` in both passes keeps the first maximum in (h, w) order,
 so top and mask are Caffe's exactly (WeChat's 24 x 192 x 192 pool: 2.6 -> 0.85 ms).
+``want_mask`` False (a TEST-phase layer whose backward never runs) writes the top alone:
+the same selects on the values, no index (15-25 % faster, benchmarks/NOTES.md section 13).
 """
 from . import threads  # noqa: F401  (Numba's environment before its first import)
 
@@ -57,7 +59,8 @@ def _max_clipped(xs, a, b, kh, kw, sh, sw, ph, pw, height, width, neg):
 
 
 @njit(cache=True, inline="always")
-def _max_full_row(xs, ts, ms, a, b0, b1, kh, kw, sh, sw, ph, pw, width, ow, neg):
+def _max_full_row(xs, ts, ms, a, b0, b1, kh, kw, sh, sw, ph, pw, width, ow, neg,
+                  want_mask):
     """Windows b0 <= b < b1 of output row a, all wholly inside the plane; 2x2 and 3x3
     unrolled (constant trip counts: ~1.5x faster, benchmarks/pool_micro.py)."""
     row = (a * sh - ph) * width - pw
@@ -70,7 +73,9 @@ def _max_full_row(xs, ts, ms, a, b0, b1, kh, kw, sh, sw, ph, pw, width, ow, neg)
                 best, idx = _pick(xs, q + 1, best, idx)
                 best, idx = _pick(xs, q + 2, best, idx)
                 q += width
-            ts[a * ow + b], ms[a * ow + b] = best, idx
+            ts[a * ow + b] = best
+            if want_mask:
+                ms[a * ow + b] = idx
     elif kh == 2 and kw == 2:
         for b in range(b0, b1):
             q = row + b * sw
@@ -78,7 +83,9 @@ def _max_full_row(xs, ts, ms, a, b0, b1, kh, kw, sh, sw, ph, pw, width, ow, neg)
             best, idx = _pick(xs, q + 1, best, idx)
             best, idx = _pick(xs, q + width, best, idx)
             best, idx = _pick(xs, q + width + 1, best, idx)
-            ts[a * ow + b], ms[a * ow + b] = best, idx
+            ts[a * ow + b] = best
+            if want_mask:
+                ms[a * ow + b] = idx
     else:
         for b in range(b0, b1):
             q = row + b * sw
@@ -86,7 +93,9 @@ def _max_full_row(xs, ts, ms, a, b0, b1, kh, kw, sh, sw, ph, pw, width, ow, neg)
             for y in range(kh):
                 for i in range(q + y * width, q + y * width + kw):
                     best, idx = _pick(xs, i, best, idx)
-            ts[a * ow + b], ms[a * ow + b] = best, idx
+            ts[a * ow + b] = best
+            if want_mask:
+                ms[a * ow + b] = idx
 
 
 @njit(cache=True, inline="always")
@@ -101,8 +110,16 @@ def _pick3(v0, i0, v1, i1, v2, i2, neg):
     return (v2 if better else best), (i2 if better else idx)
 
 
+@njit(cache=True, inline="always")
+def _top3(v0, v1, v2, neg):
+    """_pick3's value alone (no mask): the same strict > selects, from -FLT_MAX."""
+    best = v0 if v0 > neg else neg
+    best = v1 if v1 > best else best
+    return v2 if v2 > best else best
+
+
 @njit(cache=True)
-def _max3s2_plane(xs, ts, ms, a0, a1, b0, b1, ph, pw, width, ow, neg):
+def _max3s2_plane(xs, ts, ms, a0, a1, b0, b1, ph, pw, width, ow, neg, want_mask):
     """Outputs [a0, a1) x [b0, b1) of a 3x3 stride-2 max pooling (all windows inside the
     plane), separably: window b's columns w = 2b - pw + (0, 1, 2) are, by the parity of pw,
     (even[c], odd[c], even[c + 1]) or (odd[c], even[c + 1], odd[c + 1])."""
@@ -111,7 +128,7 @@ def _max3s2_plane(xs, ts, ms, a0, a1, b0, b1, ph, pw, width, ow, neg):
     od = np.empty(width // 2, xs.dtype)
     y0, y1 = 2 * a0 - ph, 2 * (a1 - 1) - ph + 3
     hv = np.empty((y1 - y0, nb), xs.dtype)
-    hi = np.empty((y1 - y0, nb), np.int32)
+    hi = np.empty((y1 - y0, nb if want_mask else 0), np.int32)
     c0 = b0 - (pw + 1) // 2
     w0 = 2 * c0 + pw % 2                  # the first window's first column
     for y in range(y0, y1):
@@ -126,20 +143,29 @@ def _max3s2_plane(xs, ts, ms, a0, a1, b0, b1, ph, pw, width, ow, neg):
             f0, f1, f2 = od[c0:c0 + nb], ev[c0 + 1:c0 + 1 + nb], od[c0 + 1:c0 + 1 + nb]
         hvr, hir = hv[y - y0], hi[y - y0]
         q = np.int32(y * width + w0)
-        for k in range(nb):
-            i = q + np.int32(2 * k)
-            hvr[k], hir[k] = _pick3(f0[k], i, f1[k], i + 1, f2[k], i + 2, neg)
+        if want_mask:
+            for k in range(nb):
+                i = q + np.int32(2 * k)
+                hvr[k], hir[k] = _pick3(f0[k], i, f1[k], i + 1, f2[k], i + 2, neg)
+        else:
+            for k in range(nb):
+                hvr[k] = _top3(f0[k], f1[k], f2[k], neg)
     for a in range(a0, a1):
         r = 2 * a - ph - y0
         v0, v1, v2 = hv[r], hv[r + 1], hv[r + 2]
         i0, i1, i2 = hi[r], hi[r + 1], hi[r + 2]
-        tr, mr = ts[a * ow + b0:a * ow + b1], ms[a * ow + b0:a * ow + b1]
-        for k in range(nb):
-            tr[k], mr[k] = _pick3(v0[k], i0[k], v1[k], i1[k], v2[k], i2[k], neg)
+        tr = ts[a * ow + b0:a * ow + b1]
+        if want_mask:
+            mr = ms[a * ow + b0:a * ow + b1]
+            for k in range(nb):
+                tr[k], mr[k] = _pick3(v0[k], i0[k], v1[k], i1[k], v2[k], i2[k], neg)
+        else:
+            for k in range(nb):
+                tr[k] = _top3(v0[k], v1[k], v2[k], neg)
 
 
 @kernel
-def max_forward(x, kh, kw, sh, sw, ph, pw, top, mask):
+def max_forward(x, kh, kw, sh, sw, ph, pw, top, mask, want_mask=True):
     """top[n, c, a, b] = max of the window (Caffe's init -FLT_MAX, strict >); mask: its
     plane index h * W + w (int32, -1 for none).  Windows wholly inside the plane take the
     unrolled (or, 3x3 stride 2 on wide rows, the separable) path, the clipped ones (pad,
@@ -158,15 +184,20 @@ def max_forward(x, kh, kw, sh, sw, ph, pw, top, mask):
         for a in range(oh):
             lo, hi = (b0, b1) if a0 <= a < a1 else (0, 0)
             for b in range(lo):
-                ts[a * ow + b], ms[a * ow + b] = _max_clipped(
+                ts[a * ow + b], idx = _max_clipped(
                     xs, a, b, kh, kw, sh, sw, ph, pw, height, width, neg)
+                if want_mask:
+                    ms[a * ow + b] = idx
             for b in range(hi, ow):
-                ts[a * ow + b], ms[a * ow + b] = _max_clipped(
+                ts[a * ow + b], idx = _max_clipped(
                     xs, a, b, kh, kw, sh, sw, ph, pw, height, width, neg)
+                if want_mask:
+                    ms[a * ow + b] = idx
             if not separable:
-                _max_full_row(xs, ts, ms, a, lo, hi, kh, kw, sh, sw, ph, pw, width, ow, neg)
+                _max_full_row(xs, ts, ms, a, lo, hi, kh, kw, sh, sw, ph, pw, width, ow, neg,
+                              want_mask)
         if separable:
-            _max3s2_plane(xs, ts, ms, a0, a1, b0, b1, ph, pw, width, ow, neg)
+            _max3s2_plane(xs, ts, ms, a0, a1, b0, b1, ph, pw, width, ow, neg, want_mask)
 
 
 @kernel

@@ -75,7 +75,8 @@ def set_num_threads(n):
 
 def get_num_threads():
     """The count last given by ``set_num_threads`` / ``apply`` (the default before)."""
-    return _STATE.get("threads", default_threads())
+    n = _STATE.get("threads")          # (every kernel call asks: no default computed then)
+    return default_threads() if n is None else n
 
 
 def apply():

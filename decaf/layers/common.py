@@ -20,6 +20,7 @@ from .shape import canonical_axis, forbid_in_place, reshape_shared
 @register_layer("Split")
 class SplitLayer(Layer):
     """Split: top[i] = bottom (shared data) for i < k; bottom diff = sum_i top[i] diff."""
+    shape_only_reshape = True
 
     exact_num_bottom = 1
     min_top = 1
@@ -88,6 +89,7 @@ def _legacy_axis(layer, blob, msg, name, legacy):
 class ConcatLayer(Layer):
     """Concat: top = [bottom[0], ..., bottom[k-1]] joined along concat_param.axis;
     bottom[i] diff = the matching slice of the top diff."""
+    shape_only_reshape = True
 
     min_bottom = 1
     exact_num_top = 1

@@ -344,6 +344,7 @@ class _DepthwiseDeconv:
 
 class BaseConvolutionLayer(Layer):
     """Shared setup of Convolution and Deconvolution (Caffe's BaseConvolutionLayer)."""
+    shape_only_reshape = True
 
     min_bottom = 1
     min_top = 1

@@ -28,6 +28,7 @@ def _to_top(blob, host, xp):
 class InputLayer(Layer):
     """Input: tops get input_param.shape (one shape for all tops or one per top); forward and
     backward do nothing (the caller writes top.data)."""
+    shape_only_reshape = True
 
     exact_num_bottom = 0
     min_top = 1

@@ -14,6 +14,7 @@ class EltwiseLayer(Layer):
     stable_prod_grad is false); SUM coeff_i top_diff; MAX top_diff to the arg max only
     (Caffe's rule: bottom 1 wins ties with bottom 0, a later one must be strictly greater).
     Kernels: decaf.kernels.eltwise."""
+    shape_only_reshape = True
 
     min_bottom = 2
     exact_num_top = 1

@@ -25,6 +25,7 @@ def _check_param_blobs(layer, shapes):
 class InnerProductLayer(Layer):
     """InnerProduct: top (M x N) = bottom (M x K) . W^T + b, M = count(0, axis), K = count(axis);
     W diff += top diff^T . bottom, b diff += column sums of top diff, bottom diff = top diff . W."""
+    shape_only_reshape = True
 
     exact_num_bottom = 1
     exact_num_top = 1

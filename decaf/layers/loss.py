@@ -106,6 +106,7 @@ class AccuracyLayer(Layer):
     A class scoring >= the true class ranks above it (ties count against). Optional top[1]: per
     class accuracy (0 for classes without samples). No backward.
     """
+    shape_only_reshape = True
 
     exact_num_bottom = 2
     min_top = 1

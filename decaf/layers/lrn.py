@@ -17,6 +17,7 @@ class LRNLayer(Layer):
       Caffe builds it from Power, AVE Pooling with pad (n-1)/2 -- divisor always n^2 -- and
       Eltwise PROD), with the exact backward of that chain.
     """
+    shape_only_reshape = True
 
     exact_num_bottom = 1
     exact_num_top = 1

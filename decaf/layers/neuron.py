@@ -18,6 +18,7 @@ from ..layer import NeuronLayer, register_layer
 
 class _Elementwise(NeuronLayer):
     """Base of the elementwise layers: cached scratch buffers and the in-place bottom copy."""
+    shape_only_reshape = True
 
     #: True when backward reads the bottom data; an in-place forward then keeps a copy of it.
     backward_reads_bottom = False

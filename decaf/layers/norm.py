@@ -78,6 +78,7 @@ class BatchNormLayer(Layer):
     with global stats bottom_diff = dy / sqrt(var + eps); the statistics blobs get no diff.
     Kernels: decaf.kernels.batchnorm (channel_stats, normalize, backward).
     """
+    shape_only_reshape = True
 
     exact_num_bottom = 1
     exact_num_top = 1
@@ -328,6 +329,7 @@ class ScaleLayer(Layer):
     like Bias.  bottom_diff = top_diff * s; s_diff = sum(top_diff * bottom[0]) over the broadcast
     axes; b_diff = sum(top_diff) (param diffs accumulate, bottom[1]'s diff is overwritten).
     Kernels: decaf.kernels.elementwise.affine_forward / scale_backward."""
+    shape_only_reshape = True
 
     min_bottom = 1
     max_bottom = 2

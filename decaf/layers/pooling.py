@@ -115,6 +115,7 @@ class PoolingLayer(Layer):
     the sample); TEST gives sum x^2 / sum x.  Caffe runs STOCHASTIC on the GPU only and has no
     TEST-phase backward (it reuses stale samples); here TEST backward is the exact gradient.
     """
+    shape_only_reshape = True
 
     exact_num_bottom = 1
     min_top = 1
@@ -213,7 +214,9 @@ class PoolingLayer(Layer):
         P = self._pb.PoolingParameter
         x = bottom[0].data
         if self.method == P.MAX:
-            self._forward_max(x, top[0].data)
+            # a layer whose backward never runs (TEST-phase net) and no mask top: no mask
+            self._forward_max(x, top[0].data,
+                              len(top) > 1 or getattr(self, "needs_backward", True))
             if len(top) > 1:
                 top[1].data[...] = self.mask
         elif self.method == P.AVE:
@@ -226,12 +229,14 @@ class PoolingLayer(Layer):
         else:
             self._forward_stochastic_test(x, top[0].data)
 
-    def _forward_max(self, x, top):
-        """top = window max, self.mask = the plane index h * W + w of its first maximum."""
-        self._mask_valid = True
+    def _forward_max(self, x, top, want_mask=True):
+        """top = window max, self.mask = the plane index h * W + w of its first maximum (not
+        written when ``want_mask`` is False: a backward then computes it first)."""
         if self.compiled:
-            kernels.max_forward(x, *self._geometry(), top, self.mask)
+            self._mask_valid = want_mask
+            kernels.max_forward(x, *self._geometry(), top, self.mask, want_mask)
             return
+        self._mask_valid = True
         xp, win = self.xp, self.win
         xb = win.load(x, -np.inf)        # padding never wins against -FLT_MAX (Caffe clips)
         index = win.index_plane()

@@ -49,6 +49,7 @@ def reshape_shared(top, shape, source):
 class FlattenLayer(Layer):
     """Flatten: top = bottom viewed with axes [axis, end_axis] merged into one of size
     count(axis, end_axis + 1); bottom diff = top diff (shared memory, no copy)."""
+    shape_only_reshape = True
 
     exact_num_bottom = 1
     exact_num_top = 1
@@ -81,6 +82,7 @@ class FlattenLayer(Layer):
 class ReshapeLayer(Layer):
     """Reshape: top = bottom viewed with axes [axis, axis + num_axes) replaced by
     reshape_param.shape (0: copy the bottom dim, -1: infer); bottom diff = top diff (shared)."""
+    shape_only_reshape = True
 
     exact_num_bottom = 1
     exact_num_top = 1

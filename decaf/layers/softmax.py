@@ -56,6 +56,7 @@ class SoftmaxLayer(Layer):
     """Softmax over softmax_param.axis: y_c = exp(x_c - max x) / sum_k exp(x_k - max x);
     dx = (dy - sum_k dy_k y_k) * y.
     """
+    shape_only_reshape = True
 
     exact_num_bottom = 1
     exact_num_top = 1
@@ -146,6 +147,7 @@ class SoftmaxWithLossLayer(_SoftmaxLossBase):
     dx = w (p - onehot(label)) / normalizer, 0 at ignore_label. Optional top[1] = p.
     Kernels: decaf.kernels.softmax.forward / loss_backward.
     """
+    shape_only_reshape = True
 
     def reshape(self, bottom, top):
         if unchanged(self, bottom, top):

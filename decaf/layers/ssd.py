@@ -46,6 +46,7 @@ class NormalizeLayer(Layer):
     (channel_shared) or one per channel. With g = scale * top_diff:
     bottom diff = (g - bottom * <bottom, g> / norm^2) / norm;
     scale diff += sum(top_diff * bottom / norm)."""
+    shape_only_reshape = True
 
     exact_num_bottom = 1
     exact_num_top = 1
@@ -142,6 +143,7 @@ class NormalizeLayer(Layer):
 class PermuteLayer(Layer):
     """Permute: top = bottom with its axes reordered, top axis i = bottom axis order[i] (axes not
     listed follow in their original order); bottom diff = top diff permuted back."""
+    shape_only_reshape = True
 
     exact_num_bottom = 1
     exact_num_top = 1
@@ -194,6 +196,7 @@ class PriorBoxLayer(Layer):
     img_size): for each position, for each min_size: the square min box, the sqrt(min*max) box,
     then one box per aspect ratio r != 1 (w = s sqrt(r), h = s / sqrt(r)); top (1, 2, H*W*P*4):
     [xmin, ymin, xmax, ymax] / image size, then the variances. No gradient."""
+    shape_only_reshape = True
 
     exact_num_bottom = 2
     exact_num_top = 1

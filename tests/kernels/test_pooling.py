@@ -96,6 +96,11 @@ def test_pooling_kernels_match_caffe_loops(shape, k, s, p, data):
     names = ["max", "mask", "max backward", "ave", "ave backward"]
     for name, g, w in zip(names, got, want):
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10, err_msg=name)
+    # without the mask (a TEST-phase layer): the same top, the mask buffer left untouched
+    top, mask = np.empty_like(got[0]), np.full(got[1].shape, 12345, np.int32)
+    pooling.max_forward(x, *(tuple(k) + tuple(s) + tuple(p)), top, mask, False)
+    np.testing.assert_allclose(top, want[0], rtol=1e-10, atol=1e-10, err_msg="max, no mask")
+    assert (mask == 12345).all()
     if data == "random":                          # the same in float32, to its rounding
         got32 = run(x.astype(np.float32), k, s, p, out, dy.astype(np.float32))
         np.testing.assert_array_equal(got32[1], want[1])
