@@ -19,6 +19,7 @@ import functools
 import types
 
 from . import threads
+import numpy as np
 from numba import njit
 
 # Largest array of a call, in elements, from which the parallel compilation runs (1 << 16
@@ -68,3 +69,11 @@ def kernel(fn=None, streaming=False):
     if fn is None:
         return lambda f: Kernel(f, streaming)
     return Kernel(fn, streaming)
+
+
+@njit(cache=True, inline="always")
+def u(i):
+    """Index ``i`` (known to be >= 0) as unsigned.  Numba tests every signed array index for
+    Python's negative wraparound; in a copy or window loop that branch keeps LLVM from
+    vectorizing (im2col of res10's 256 x 19 x 19 columns: 1.5 -> 0.22 ms)."""
+    return np.uintp(i)

@@ -21,7 +21,7 @@ the same selects on the values, no index (15-25 % faster, benchmarks/NOTES.md se
 from . import threads  # noqa: F401  (Numba's environment before its first import)
 
 import numpy as np
-from .jit import kernel
+from .jit import kernel, u as _u
 from numba import njit, prange
 
 FLT_MAX = float(np.finfo(np.float32).max)
@@ -33,7 +33,7 @@ SEPARABLE_MIN_WIDTH = 32
 @njit(cache=True, inline="always")
 def _pick(xs, q, best, idx):
     """Caffe's step: a cell replaces the best only if strictly greater (a select, no branch)."""
-    v = xs[q]
+    v = xs[_u(q)]
     better = v > best
     return (v if better else best), (q if better else idx)
 
@@ -73,9 +73,9 @@ def _max_full_row(xs, ts, ms, a, b0, b1, kh, kw, sh, sw, ph, pw, width, ow, neg,
                 best, idx = _pick(xs, q + 1, best, idx)
                 best, idx = _pick(xs, q + 2, best, idx)
                 q += width
-            ts[a * ow + b] = best
+            ts[_u(a * ow + b)] = best
             if want_mask:
-                ms[a * ow + b] = idx
+                ms[_u(a * ow + b)] = idx
     elif kh == 2 and kw == 2:
         for b in range(b0, b1):
             q = row + b * sw
@@ -83,9 +83,9 @@ def _max_full_row(xs, ts, ms, a, b0, b1, kh, kw, sh, sw, ph, pw, width, ow, neg,
             best, idx = _pick(xs, q + 1, best, idx)
             best, idx = _pick(xs, q + width, best, idx)
             best, idx = _pick(xs, q + width + 1, best, idx)
-            ts[a * ow + b] = best
+            ts[_u(a * ow + b)] = best
             if want_mask:
-                ms[a * ow + b] = idx
+                ms[_u(a * ow + b)] = idx
     else:
         for b in range(b0, b1):
             q = row + b * sw
@@ -93,9 +93,9 @@ def _max_full_row(xs, ts, ms, a, b0, b1, kh, kw, sh, sw, ph, pw, width, ow, neg,
             for y in range(kh):
                 for i in range(q + y * width, q + y * width + kw):
                     best, idx = _pick(xs, i, best, idx)
-            ts[a * ow + b] = best
+            ts[_u(a * ow + b)] = best
             if want_mask:
-                ms[a * ow + b] = idx
+                ms[_u(a * ow + b)] = idx
 
 
 @njit(cache=True, inline="always")
@@ -184,15 +184,15 @@ def max_forward(x, kh, kw, sh, sw, ph, pw, top, mask, want_mask=True):
         for a in range(oh):
             lo, hi = (b0, b1) if a0 <= a < a1 else (0, 0)
             for b in range(lo):
-                ts[a * ow + b], idx = _max_clipped(
+                ts[_u(a * ow + b)], idx = _max_clipped(
                     xs, a, b, kh, kw, sh, sw, ph, pw, height, width, neg)
                 if want_mask:
-                    ms[a * ow + b] = idx
+                    ms[_u(a * ow + b)] = idx
             for b in range(hi, ow):
-                ts[a * ow + b], idx = _max_clipped(
+                ts[_u(a * ow + b)], idx = _max_clipped(
                     xs, a, b, kh, kw, sh, sw, ph, pw, height, width, neg)
                 if want_mask:
-                    ms[a * ow + b] = idx
+                    ms[_u(a * ow + b)] = idx
             if not separable:
                 _max_full_row(xs, ts, ms, a, lo, hi, kh, kw, sh, sw, ph, pw, width, ow, neg,
                               want_mask)
@@ -212,7 +212,7 @@ def max_backward(top_diff, mask, bottom_diff):
         ds[:] = 0
         for o in range(oh * ow):
             if ms[o] >= 0:
-                ds[ms[o]] += ts[o]
+                ds[_u(ms[o])] += ts[o]
 
 
 @njit(cache=True, inline="always")
@@ -231,7 +231,7 @@ def _ave_clipped(xs, a, b, kh, kw, sh, sw, ph, pw, height, width):
     total = xs.dtype.type(0)
     for y in range(hs, he):
         for q in range(y * width + ws, y * width + we):
-            total += xs[q]
+            total += xs[_u(q)]
     return total / (size_h * size_w)
 
 
@@ -245,26 +245,26 @@ def _ave_full_row(xs, ts, a, b0, b1, kh, kw, sh, sw, ph, pw, width, ow):
         for b in range(b0, b1):
             q, total = row + b * sw, zero
             for _ in range(3):
-                total += xs[q]
-                total += xs[q + 1]
-                total += xs[q + 2]
+                total += xs[_u(q)]
+                total += xs[_u(q + 1)]
+                total += xs[_u(q + 2)]
                 q += width
-            ts[a * ow + b] = total / size
+            ts[_u(a * ow + b)] = total / size
     elif kh == 2 and kw == 2:
         for b in range(b0, b1):
             q, total = row + b * sw, zero
-            total += xs[q]
-            total += xs[q + 1]
-            total += xs[q + width]
-            total += xs[q + width + 1]
-            ts[a * ow + b] = total / size
+            total += xs[_u(q)]
+            total += xs[_u(q + 1)]
+            total += xs[_u(q + width)]
+            total += xs[_u(q + width + 1)]
+            ts[_u(a * ow + b)] = total / size
     else:
         for b in range(b0, b1):
             q, total = row + b * sw, zero
             for y in range(kh):
                 for i in range(q + y * width, q + y * width + kw):
-                    total += xs[i]
-            ts[a * ow + b] = total / size
+                    total += xs[_u(i)]
+            ts[_u(a * ow + b)] = total / size
 
 
 @kernel
@@ -281,9 +281,9 @@ def ave_forward(x, kh, kw, sh, sw, ph, pw, top):
         for a in range(oh):
             lo, hi = (b0, b1) if a0 <= a < a1 else (0, 0)
             for b in range(lo):
-                ts[a * ow + b] = _ave_clipped(xs, a, b, kh, kw, sh, sw, ph, pw, height, width)
+                ts[_u(a * ow + b)] = _ave_clipped(xs, a, b, kh, kw, sh, sw, ph, pw, height, width)
             for b in range(hi, ow):
-                ts[a * ow + b] = _ave_clipped(xs, a, b, kh, kw, sh, sw, ph, pw, height, width)
+                ts[_u(a * ow + b)] = _ave_clipped(xs, a, b, kh, kw, sh, sw, ph, pw, height, width)
             _ave_full_row(xs, ts, a, lo, hi, kh, kw, sh, sw, ph, pw, width, ow)
 
 
@@ -303,4 +303,4 @@ def ave_backward(top_diff, kh, kw, sh, sw, ph, pw, bottom_diff):
                 g = top_diff.dtype.type(ts[a * ow + b] / (size_h * size_w))
                 for y in range(hs, he):
                     for q in range(y * width + ws, y * width + we):
-                        ds[q] += g
+                        ds[_u(q)] += g
