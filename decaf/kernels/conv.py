@@ -144,8 +144,9 @@ def to_nchw(gm, n0, bias, use_bias, y):
     for t in prange(nb * m_count):
         n, m = t // m_count, t % m_count
         b = bias[m] if use_bias else gm.dtype.type(0)
-        for q in range(oc):
-            y[n0 + n, m, q] = gm[m, n * oc + q] + b
+        ys, gs, base = y[_u(n0 + n), _u(m)], gm[_u(m)], n * oc
+        for q in range(oc):                 # unsigned: vectorized (64-wide rows 3x faster)
+            ys[q] = gs[_u(base + q)] + b
 
 
 @kernel(streaming=True)
@@ -171,8 +172,9 @@ def add_bias(y, bias):
     for t in prange(num * m_count):
         n, m = t // m_count, t % m_count
         b = bias[m]
+        ys = y[_u(n), _u(m)]
         for q in range(oc):
-            y[n, m, q] += b
+            ys[q] += b
 
 
 @kernel(streaming=True)
