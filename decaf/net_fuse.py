@@ -5,6 +5,9 @@ head's top blob:
 
     Convolution                  -> ReLU                 ConvolutionLayer.forward_relu (the
                                                          bias pass applies the ReLU)
+    Convolution -> BatchNorm (use_global_stats) [-> Scale] [-> ReLU]
+                                 ConvolutionLayer.forward_post: normalize_affine (below) on
+                                 each chunk of images the convolution has just written
     BatchNorm (use_global_stats) [-> Scale] [-> ReLU]     decaf.kernels.batchnorm.normalize_affine
     Scale                        -> ReLU                 decaf.kernels.elementwise.affine_forward
     Eltwise SUM                  -> ReLU                 decaf.kernels.eltwise (ReLU in the last pass)
@@ -94,11 +97,14 @@ def plan(net):
     while i < len(net.layers):
         top, j = net.top_vecs[i][0] if net.top_vecs[i] else None, i + 1
         if _head_ok(net, i):
-            if net.layers[i].type == "Convolution" and not _follower(net, j, top, "ReLU"):
+            if net.layers[i].type == "Convolution" and _follower(net, j, top, "BatchNorm") \
+                    and _head_ok(net, j):
+                j += 1                       # Convolution -> BatchNorm [-> Scale] [-> ReLU]
+            elif net.layers[i].type == "Convolution" and not _follower(net, j, top, "ReLU"):
                 i += 1
                 continue
-            if net.layers[i].type == "BatchNorm" and _follower(net, j, top, "Scale") and \
-                    _head_ok(net, j):
+            if net.layers[j - 1].type == "BatchNorm" and _follower(net, j, top, "Scale") \
+                    and _head_ok(net, j):
                 j += 1
             if _follower(net, j, top, "ReLU"):
                 j += 1
@@ -176,11 +182,25 @@ def run(net, i, last, settled=False):
             relu = layer
     dt = top.dtype.type
     slope = dt(relu.slope if relu is not None else 0.0)
-    if head.type == "Convolution":
+    bn = next((l for l in net.layers[i:last + 1] if l.type == "BatchNorm"), None)
+    if bn is not None and scale is not None and scale._dims != (bn._n, bn.channels, bn._s):
+        return False                             # not a per-channel Scale: layer by layer
+    if head.type == "Convolution" and bn is None:
         head.forward_relu(bottom, [top], slope)
+    elif head.type == "Convolution":
+        # the BatchNorm [Scale] [ReLU] pass on each chunk of images as soon as the
+        # convolution has written it (still in cache); their operations, in their order
+        y = bn._view(top.data)
+        mean = bn.statistics(y)
+        s, b = _scale_bias(scale, bn._std)
+        has_s, has_b = scale is not None, scale is not None and scale.bias_index is not None
+
+        def post(n0, n1):
+            v = y[n0:n1]
+            batchnorm.normalize_affine(v, mean, bn._std, s, b, v, has_s, has_b,
+                                       relu is not None, slope, v, False)
+        head.forward_post(bottom, [top], post)
     elif head.type == "BatchNorm":
-        if scale is not None and scale._dims != (head._n, head.channels, head._s):
-            return False                         # not a per-channel Scale: layer by layer
         x, y = head._view(bottom[0].data), head._view(top.data)
         mean = head.statistics(x)
         s, b = _scale_bias(scale, head._std)

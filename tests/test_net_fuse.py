@@ -49,7 +49,7 @@ def _chains(net):
 def test_fused_chains_are_bit_identical(slope):
     fused, plain = _net(slope), _net(slope)
     plain.fuse_inference = False
-    assert _chains(fused) == {"bn": "relu", "bn2": "relu2", "sum": "relu3", "sc2": "relu4"}
+    assert _chains(fused) == {"conv": "relu", "bn2": "relu2", "sum": "relu3", "sc2": "relu4"}
     out_f, out_p = fused.forward(), plain.forward()
     np.testing.assert_array_equal(out_f["prob"], out_p["prob"])
     for name in fused.blobs:
@@ -225,3 +225,66 @@ def test_training_chain_matches_layer_by_layer(bn_param, sc_param, bias, slope, 
                 np.testing.assert_array_equal(x.data, y.data)
                 np.testing.assert_array_equal(x.diff, y.diff)
     assert np.abs(fused.params["sc"][0].diff).sum() > 0 or sc_param
+
+
+CONV_BN = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { %s } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: %d kernel_size: %d pad: %d stride: %d group: %d
+                      weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" }
+layer { name: "sc" type: "Scale" bottom: "conv" top: "conv" scale_param { bias_term: %s } }
+%s
+"""
+
+
+def _engine_kind(engine):
+    kind = type(engine).__name__
+    for flag in ("direct", "bi", "per_image"):
+        if getattr(engine, flag, False):
+            kind += "/" + flag
+    return kind
+
+
+@pytest.mark.parametrize("shape,out,k,pad,stride,group,bias,relu,engine", [
+    ((3, 1, 20, 20), 8, 3, 1, 1, 1, "true", True, "RowConv/direct"),   # top >> bottom
+    ((5, 16, 8, 8), 16, 3, 1, 1, 1, "true", True, "RowConv/bi"),       # batch innermost
+    ((2, 8, 12, 12), 128, 3, 1, 1, 1, "false", True, "_GemmConv/per_image"),
+    ((4, 8, 4, 4), 128, 1, 0, 1, 1, "true", False, "_GemmConv"),       # chunks of images
+    ((3, 6, 9, 9), 6, 3, 1, 2, 6, "true", True, "_DepthwiseConv"),
+])
+def test_convolution_batchnorm_chain_is_bit_identical(shape, out, k, pad, stride, group, bias,
+                                                      relu, engine):
+    """Convolution -> BatchNorm -> Scale [-> ReLU] in place: the BatchNorm pass runs on each
+    chunk of images as the convolution finishes it (ConvolutionLayer.forward_post), with the
+    layers' numbers, for every convolution engine; new weights or statistics are seen."""
+    dims = " ".join("dim: %d" % d for d in shape)
+    text = CONV_BN % (dims, out, k, pad, stride, group, bias,
+                      'layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }'
+                      if relu else "")
+    nets = []
+    for fuse in (True, False):
+        p = caffe_pb2.NetParameter()
+        text_format.Merge(text, p)
+        net = decaf.Net(p, caffe_pb2.TEST)
+        net.fuse_inference = fuse
+        nets.append(net)
+    fused, plain = nets
+    assert _chains(fused) == {"conv": "relu" if relu else "sc"}
+    assert _engine_kind(fused.layers[1].engine) == engine
+    for trial in range(2):
+        rs = np.random.RandomState(trial)
+        values = [rs.randn(*b.shape) for layer in fused.layers for b in layer.blobs]
+        nconv = len(fused.layers[1].blobs)
+        values[nconv + 1] = np.abs(values[nconv + 1])                # the variance
+        x = rs.randn(*shape)
+        x.flat[:2] = [np.nan, np.inf]
+        for net in nets:
+            blobs = [b for layer in net.layers for b in layer.blobs]
+            for b, v in zip(blobs, values):
+                b.data[...] = v
+            net.layers[2].blobs[2].data[...] = 0.5 + trial         # the scale factor
+            net.blobs["data"].data[...] = x
+            net.forward()
+        np.testing.assert_array_equal(fused.blobs["conv"].data, plain.blobs["conv"].data)
+        assert np.isfinite(fused.blobs["conv"].data).mean() > 0.3

@@ -18,7 +18,7 @@ from .jit import kernel
 from numba import njit, prange
 
 from .inplace import CHUNK, private, rows_per_task
-from .reduce import row_dot_sum, row_sum, row_sum_sq
+from .reduce import add_dot_sum, add_sum, add_sum_sq, lanes, total
 
 
 @kernel(streaming=True)
@@ -32,12 +32,10 @@ def channel_stats(x3, mean, var):
             var[c] = 0.0
             continue
         shift = np.float64(x3[0, c, 0])
-        t = 0.0
-        q = 0.0
+        tl, ql = lanes(), lanes()
         for i in range(n):
-            a, b = row_sum_sq(x3[i, c], shift)
-            t += a
-            q += b
+            add_sum_sq(x3[i, c], shift, tl, ql)
+        t, q = total(tl), total(ql)
         d = t / m
         mean[c] = shift + d
         var[c] = max(q / m - d * d, 0.0)
@@ -110,12 +108,10 @@ def backward(y3, dy3, std, dx3, global_stats):
                     for j in range(dxs.size):
                         dxs[j] = dys[j] / sd
             continue
-        a = 0.0
-        b = 0.0
+        al, bl = lanes(), lanes()
         for i in range(n):
-            p, q = row_dot_sum(dy3[i, c], y3[i, c])
-            a += p
-            b += q
+            add_dot_sum(dy3[i, c], y3[i, c], al, bl)
+        a, b = total(al), total(bl)
         a32 = dy3.dtype.type(a)
         b32 = dy3.dtype.type(b)
         inv_m = dy3.dtype.type(1.0 / m)
@@ -141,10 +137,7 @@ def chain_backward(y3, dy3, xs3, xn3, s, std, ds, db, dx3, in_place, has_relu, s
     for c in prange(c_):
         sc = s[c] if has_scale else one
         sd = std[c]
-        a_s = 0.0
-        t_s = 0.0
-        a = 0.0
-        b = 0.0
+        asl, tsl, al, bl = lanes(), lanes(), lanes(), lanes()
         for i in range(n):
             d = dy3[i, c]
             if has_relu:
@@ -156,21 +149,18 @@ def chain_backward(y3, dy3, xs3, xn3, s, std, ds, db, dx3, in_place, has_relu, s
                     d[j] = d[j] * (p + r)
             if has_scale:
                 if want_ds:
-                    p_, q_ = row_dot_sum(d, xs3[i, c])
-                    a_s += p_
-                    t_s += q_
+                    add_dot_sum(d, xs3[i, c], asl, tsl)
                 elif want_db:
-                    t_s += row_sum(d)
+                    add_sum(d, tsl)
                 for j in range(sp):
                     d[j] = d[j] * sc
             if not global_stats:
-                p_, q_ = row_dot_sum(d, xn3[i, c])
-                a += p_
-                b += q_
+                add_dot_sum(d, xn3[i, c], al, bl)
         if want_ds:
-            ds[c] = a_s
+            ds[c] = total(asl)
         if want_db:
-            db[c] = t_s
+            db[c] = total(tsl)
+        a, b = total(al), total(bl)
         a32 = dy3.dtype.type(a)
         b32 = dy3.dtype.type(b)
         inv_m = dy3.dtype.type(1.0 / m)

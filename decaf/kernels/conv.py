@@ -295,11 +295,43 @@ def _column_taps(xp, wm, b, yp, ox, r0, r1, sh, sw, ph, pw, dh, dw):
         yp[oy, ox] = acc
 
 
+@njit(cache=True, inline="always")
+def _pad_plane(xp, ph, pw, sw, buf):
+    """buf = the plane xp inside a zero border of ph rows and pw columns; for sw == 2 each
+    padded row stored as its even columns, then its odd ones (half = ceil(width / 2) in),
+    so that a stride-2 tap reads consecutive values."""
+    height, width = xp.shape
+    hp, wp = buf.shape
+    half = (wp + 1) // 2
+    zero = buf.dtype.type(0)
+    for r in range(hp):
+        row = buf[_u(r)]
+        for q in range(wp):
+            row[_u(q)] = zero
+        y = r - ph
+        if y < 0 or y >= height:
+            continue
+        src = xp[_u(y)]
+        if sw == 1:
+            for q in range(width):
+                row[_u(q + pw)] = src[_u(q)]
+            continue
+        for k in range((pw + 1) // 2, min(half, (width - 1 + pw) // 2 + 1)):
+            row[_u(k)] = src[_u(2 * k - pw)]
+        for k in range(pw // 2, min(wp - half, (width - 2 + pw) // 2 + 1)):
+            row[_u(half + k)] = src[_u(2 * k + 1 - pw)]
+
+
 @kernel
 def depthwise_forward(x, w, bias, use_bias, sh, sw, ph, pw, dh, dw, y):
     """y[n, m, oy, ox] = b[m] + sum_ij w[m, 0, i, j] x[n, m // mult, oy*sh - ph + i*dh,
     ox*sw - pw + j*dw], summed from b in (i, j) order over the taps inside the plane.
-    3x3, outputs with every tap inside (_row3x3, vectorised): stride 1 with the top as wide
+    3x3 with horizontal stride 1 or 2: each plane copied once into a zero border
+    (_pad_plane), then one vectorised pass per output row (_row3x3) over all its outputs
+    (stride 1: one pass over all rows at the padded pitch, then copied out);
+    the taps in the padding add w * 0, as in Caffe's im2col + GEMM (inf / NaN weights
+    there give NaN, as in Caffe).  Other strides, 3x3: outputs with every tap inside
+    (_row3x3, vectorised): stride 1 with the top as wide
     as the bottom runs as one pass over the plane's interior rows flattened (tap (i, j) of
     output k is x's element k + const; the border columns, which read the neighbouring row
     there, are then recomputed); other strides one pass per row.
@@ -314,14 +346,41 @@ def depthwise_forward(x, w, bias, use_bias, sh, sw, ph, pw, dh, dw, y):
     rlo, rhi = _interior(oh, kh, sh, ph, dh, height)
     clo, chi = _interior(ow, kw, sw, pw, dw, width)
     inner = rhi > rlo and chi > clo
+    padded = three and (sw == 1 or sw == 2)
     flat = three and inner and sh == 1 and sw == 1 and ow == width
     xf = x.reshape(n_count * c, height * width)
     yf = y.reshape(n_count * m_count, oh * ow)
+    hp, wp = height + 2 * ph, width + 2 * pw
     for t in prange(n_count * m_count):
         n, m = t // m_count, t % m_count
         p = n * c + m // mult
         xp, yp, wm = x[n, m // mult], y[n, m], w[m, 0]
         b = bias[m] if use_bias else y.dtype.type(0)
+        if padded:
+            buf = np.empty((hp, wp), x.dtype)
+            _pad_plane(xp, ph, pw, sw, buf)
+            half = (wp + 1) // 2 if sw == 2 else 0
+            c0, c1, c2 = 0, dw, 2 * dw
+            if sw == 2:
+                c1, c2 = dw // 2 + (dw % 2) * half, dw
+            if sh == 1 and sw == 1 and oh > 0 and ow > 0:
+                # all rows as one pass: outputs at the padded row pitch wp (tap (i, j) of
+                # output k is the padded plane's element k + i*dh*wp + j*dw), then copied out
+                flat_n = (oh - 1) * wp + ow
+                bf = buf.reshape(hp * wp)
+                out = np.empty(flat_n, x.dtype)
+                out[:] = b
+                _row3x3(bf, bf[dh * wp:], bf[2 * dh * wp:], wm, out, 1, c0, c1, c2)
+                for oy in range(oh):
+                    ys = yp[oy]
+                    for q in range(ow):
+                        ys[_u(q)] = out[_u(oy * wp + q)]
+                continue
+            for oy in range(oh):
+                ys, r = yp[oy], oy * sh
+                ys[:] = b
+                _row3x3(buf[r], buf[r + dh], buf[r + 2 * dh], wm, ys, 1, c0, c1, c2)
+            continue
         if flat:
             k0, k1 = rlo * width + clo, (rhi - 1) * width + chi
             ys, xs = yf[t, k0:k1], xf[p]

@@ -16,7 +16,7 @@ from .jit import kernel
 from numba import njit, prange
 
 from .inplace import CHUNK, private, rows_per_task
-from .reduce import row_dot_sum, row_sum
+from .reduce import add_dot_sum, add_sum, lanes, total
 
 #: elements per parallel task of the flat kernels (one task per block keeps prange cheap)
 BLOCK = 1 << 14
@@ -90,15 +90,13 @@ def scale_backward(x3, dy3, s, ds, db, dx3, want_ds, want_db, want_dx):
     dx = dy * s[c].  dx3 may be dy3 (a channel's sums are taken before its dx is written)."""
     outer, dim, inner = dy3.shape
     for c in prange(dim):
-        a = 0.0
-        t = 0.0
+        al, tl = lanes(), lanes()
         for o in range(outer):
             if want_ds:
-                p, q = row_dot_sum(dy3[o, c], x3[o, c])
-                a += p
-                t += q
+                add_dot_sum(dy3[o, c], x3[o, c], al, tl)
             elif want_db:
-                t += row_sum(dy3[o, c])
+                add_sum(dy3[o, c], tl)
+        a, t = total(al), total(tl)
         if want_dx:
             sc = s[c]
             tmp = np.empty(CHUNK, dx3.dtype)
@@ -119,10 +117,10 @@ def channel_sum(dy3, out):
     """out[c] = sum over (outer, inner) of dy3[:, c, :], accumulated in float64."""
     outer, dim, inner = dy3.shape
     for c in prange(dim):
-        t = 0.0
+        tl = lanes()
         for o in range(outer):
-            t += row_sum(dy3[o, c])
-        out[c] = t
+            add_sum(dy3[o, c], tl)
+        out[c] = total(tl)
 
 
 def view3(arr, dims):

@@ -121,47 +121,41 @@ def _top3(v0, v1, v2, neg):
 @njit(cache=True)
 def _max3s2_plane(xs, ts, ms, a0, a1, b0, b1, ph, pw, width, ow, neg, want_mask):
     """Outputs [a0, a1) x [b0, b1) of a 3x3 stride-2 max pooling (all windows inside the
-    plane), separably: window b's columns w = 2b - pw + (0, 1, 2) are, by the parity of pw,
-    (even[c], odd[c], even[c + 1]) or (odd[c], even[c + 1], odd[c + 1])."""
+    plane), separably: each input row's three-wide maxima (columns 2b - pw + 0, 1, 2, in
+    that order), then the three rows' (in order), Caffe's strict > from -FLT_MAX at each
+    step, so the first maximum in window order wins as in the window loop.  Flat unsigned
+    indices (``_u``): with signed ones LLVM vectorised these loops only when the plane's
+    sizes were compile-time constants (WeChat stage2: 10.3 -> 3.5 ms)."""
     nb = b1 - b0
-    ev = np.empty((width + 1) // 2, xs.dtype)
-    od = np.empty(width // 2, xs.dtype)
     y0, y1 = 2 * a0 - ph, 2 * (a1 - 1) - ph + 3
-    hv = np.empty((y1 - y0, nb), xs.dtype)
-    hi = np.empty((y1 - y0, nb if want_mask else 0), np.int32)
-    c0 = b0 - (pw + 1) // 2
-    w0 = 2 * c0 + pw % 2                  # the first window's first column
+    hv = np.empty((y1 - y0) * nb, xs.dtype)
+    hi = np.empty((y1 - y0) * nb if want_mask else 0, np.int32)
+    w0 = 2 * b0 - pw                      # the first window's first column
     for y in range(y0, y1):
-        row = xs[y * width:(y + 1) * width]
-        for k in range(ev.size):
-            ev[k] = row[2 * k]
-        for k in range(od.size):
-            od[k] = row[2 * k + 1]
-        if pw % 2 == 0:
-            f0, f1, f2 = ev[c0:c0 + nb], od[c0:c0 + nb], ev[c0 + 1:c0 + 1 + nb]
-        else:
-            f0, f1, f2 = od[c0:c0 + nb], ev[c0 + 1:c0 + 1 + nb], od[c0 + 1:c0 + 1 + nb]
-        hvr, hir = hv[y - y0], hi[y - y0]
-        q = np.int32(y * width + w0)
+        base = _u(y * width + w0)
+        h = _u((y - y0) * nb)
         if want_mask:
             for k in range(nb):
-                i = q + np.int32(2 * k)
-                hvr[k], hir[k] = _pick3(f0[k], i, f1[k], i + 1, f2[k], i + 2, neg)
+                q = base + _u(2 * k)
+                i = np.int32(q)
+                hv[h + _u(k)], hi[h + _u(k)] = _pick3(xs[q], i, xs[q + _u(1)], i + 1,
+                                                      xs[q + _u(2)], i + 2, neg)
         else:
             for k in range(nb):
-                hvr[k] = _top3(f0[k], f1[k], f2[k], neg)
+                q = base + _u(2 * k)
+                hv[h + _u(k)] = _top3(xs[q], xs[q + _u(1)], xs[q + _u(2)], neg)
     for a in range(a0, a1):
-        r = 2 * a - ph - y0
-        v0, v1, v2 = hv[r], hv[r + 1], hv[r + 2]
-        i0, i1, i2 = hi[r], hi[r + 1], hi[r + 2]
-        tr = ts[a * ow + b0:a * ow + b1]
+        r0 = _u((2 * a - ph - y0) * nb)
+        r1, r2 = r0 + _u(nb), r0 + _u(2 * nb)
+        t0 = _u(a * ow + b0)
         if want_mask:
-            mr = ms[a * ow + b0:a * ow + b1]
             for k in range(nb):
-                tr[k], mr[k] = _pick3(v0[k], i0[k], v1[k], i1[k], v2[k], i2[k], neg)
+                ts[t0 + _u(k)], ms[t0 + _u(k)] = _pick3(
+                    hv[r0 + _u(k)], hi[r0 + _u(k)], hv[r1 + _u(k)], hi[r1 + _u(k)],
+                    hv[r2 + _u(k)], hi[r2 + _u(k)], neg)
         else:
             for k in range(nb):
-                tr[k] = _top3(v0[k], v1[k], v2[k], neg)
+                ts[t0 + _u(k)] = _top3(hv[r0 + _u(k)], hv[r1 + _u(k)], hv[r2 + _u(k)], neg)
 
 
 @kernel

@@ -1,137 +1,110 @@
-"""Row reductions for the kernels: float64 sums over a contiguous 1-D row.
+"""Float64 sums over contiguous 1-D rows, kept in LANES independent accumulators.
 
-Eight independent accumulators, combined pairwise at the end: without fastmath LLVM may not
-reorder a single running sum, which then runs at one add per FP-add latency (4x slower than
-memory here); eight chains hide it.  The order differs from a left-to-right sum only by
-rounding, which float64 accumulation of float32 values keeps far below float32 resolution.
+A kernel takes ``lanes()`` accumulators once per output (e.g. per channel), adds row after row
+into them and ends with ``total``:
 
-``row_sum(a)``            sum a_j
-``row_dot(a, b)``         sum a_j b_j            (the products in the arrays' dtype, as Caffe's)
-``row_sqdev(a, mu)``      sum (a_j - mu)^2       (in float64)
-``row_dot_sum(a, b)``     both of the first two in one pass
-``row_sum_sq(a, shift)``  sum (a_j - shift), sum (a_j - shift)^2 in one pass
+    acc = lanes()                      # LANES float64 zeros
+    for row in rows: add_sum(row, acc) # acc[l] += row[j] for the j with j % LANES == l ...
+    s = total(acc)                     # ... then the lanes pairwise
+
+Without fastmath LLVM may not reorder a single running sum, so it runs at one add per FP-add
+latency; scalar chains (t0 += a[j], t1 += a[j + 1], ...) were not vectorized either (Numba
+left them as vaddsd).  The lane loop ``acc[l] += a[j + l]`` is an elementwise map LLVM does
+vectorize (vcvtps2pd + vaddpd): the res2 rows of ResNet-20 (512 x 1024 float32 values) sum in
+0.066 ms instead of 0.164, a dot-and-sum in 0.156 instead of 0.351.  The order differs from
+a left-to-right sum only by float64 rounding, far below float32 resolution.
+
+``add_sum(a, t)``              t += a                      (by lanes)
+``add_dot_sum(a, b, p, t)``    p += a * b (in the arrays' dtype), t += a   (one pass)
+``add_sum_sq(a, shift, t, p)`` t += a - shift, p += (a - shift)^2   (float64)
+``row_sum(a)`` ...             one row's sum (a fresh set of lanes)
 """
+import numpy as np
 from numba import njit
+
+LANES = 64
+
+
+@njit(cache=True)
+def lanes():
+    return np.zeros(LANES)
+
+
+@njit(cache=True)
+def total(t):
+    """Pairwise sum of the lanes (LANES a power of two)."""
+    n = t.size
+    w = np.empty(n)
+    w[:] = t
+    while n > 1:
+        n //= 2
+        for l in range(n):
+            w[l] = w[l] + w[l + n]
+    return w[0]
+
+
+@njit(cache=True)
+def add_sum(a, t):
+    n = a.size
+    m = n - n % LANES
+    for j in range(0, m, LANES):
+        blk = a[j:j + LANES]
+        for l in range(LANES):
+            t[l] += blk[l]
+    for j in range(m, n):
+        t[j - m] += a[j]
+
+
+@njit(cache=True)
+def add_dot_sum(a, b, p, t):
+    n = a.size
+    m = n - n % LANES
+    for j in range(0, m, LANES):
+        ba, bb = a[j:j + LANES], b[j:j + LANES]
+        for l in range(LANES):
+            v = ba[l]
+            p[l] += v * bb[l]
+            t[l] += v
+    for j in range(m, n):
+        p[j - m] += a[j] * b[j]
+        t[j - m] += a[j]
+
+
+@njit(cache=True)
+def add_sum_sq(a, shift, t, p):
+    n = a.size
+    m = n - n % LANES
+    for j in range(0, m, LANES):
+        blk = a[j:j + LANES]
+        for l in range(LANES):
+            d = np.float64(blk[l]) - shift
+            t[l] += d
+            p[l] += d * d
+    for j in range(m, n):
+        d = np.float64(a[j]) - shift
+        t[j - m] += d
+        p[j - m] += d * d
 
 
 @njit(cache=True)
 def row_sum(a):
-    n = a.size
-    t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = 0.0
-    j = 0
-    while j + 8 <= n:
-        t0 += a[j]
-        t1 += a[j + 1]
-        t2 += a[j + 2]
-        t3 += a[j + 3]
-        t4 += a[j + 4]
-        t5 += a[j + 5]
-        t6 += a[j + 6]
-        t7 += a[j + 7]
-        j += 8
-    t = ((t0 + t1) + (t2 + t3)) + ((t4 + t5) + (t6 + t7))
-    while j < n:
-        t += a[j]
-        j += 1
-    return t
-
-
-@njit(cache=True)
-def row_dot(a, b):
-    n = a.size
-    t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = 0.0
-    j = 0
-    while j + 8 <= n:
-        t0 += a[j] * b[j]
-        t1 += a[j + 1] * b[j + 1]
-        t2 += a[j + 2] * b[j + 2]
-        t3 += a[j + 3] * b[j + 3]
-        t4 += a[j + 4] * b[j + 4]
-        t5 += a[j + 5] * b[j + 5]
-        t6 += a[j + 6] * b[j + 6]
-        t7 += a[j + 7] * b[j + 7]
-        j += 8
-    t = ((t0 + t1) + (t2 + t3)) + ((t4 + t5) + (t6 + t7))
-    while j < n:
-        t += a[j] * b[j]
-        j += 1
-    return t
-
-
-@njit(cache=True)
-def row_sqdev(a, mu):
-    n = a.size
-    t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = 0.0
-    j = 0
-    while j + 8 <= n:
-        d0, d1, d2, d3 = a[j] - mu, a[j + 1] - mu, a[j + 2] - mu, a[j + 3] - mu
-        d4, d5, d6, d7 = a[j + 4] - mu, a[j + 5] - mu, a[j + 6] - mu, a[j + 7] - mu
-        t0 += d0 * d0
-        t1 += d1 * d1
-        t2 += d2 * d2
-        t3 += d3 * d3
-        t4 += d4 * d4
-        t5 += d5 * d5
-        t6 += d6 * d6
-        t7 += d7 * d7
-        j += 8
-    t = ((t0 + t1) + (t2 + t3)) + ((t4 + t5) + (t6 + t7))
-    while j < n:
-        d = a[j] - mu
-        t += d * d
-        j += 1
-    return t
+    t = lanes()
+    add_sum(a, t)
+    return total(t)
 
 
 @njit(cache=True)
 def row_dot_sum(a, b):
-    """(sum a_j b_j, sum a_j) in one pass over a (four chains each)."""
-    n = a.size
-    p0 = p1 = p2 = p3 = 0.0
-    s0 = s1 = s2 = s3 = 0.0
-    j = 0
-    while j + 4 <= n:
-        g0, g1, g2, g3 = a[j], a[j + 1], a[j + 2], a[j + 3]
-        p0 += g0 * b[j]
-        p1 += g1 * b[j + 1]
-        p2 += g2 * b[j + 2]
-        p3 += g3 * b[j + 3]
-        s0 += g0
-        s1 += g1
-        s2 += g2
-        s3 += g3
-        j += 4
-    p, s = (p0 + p1) + (p2 + p3), (s0 + s1) + (s2 + s3)
-    while j < n:
-        p += a[j] * b[j]
-        s += a[j]
-        j += 1
-    return p, s
+    """(sum a_j b_j, sum a_j) in one pass over a."""
+    p, t = lanes(), lanes()
+    add_dot_sum(a, b, p, t)
+    return total(p), total(t)
 
 
 @njit(cache=True)
 def row_sum_sq(a, shift):
     """(sum (a_j - shift), sum (a_j - shift)^2) in one pass, in float64 (the shifted-data
     variance: with ``shift`` a value of the data the cancellation stays small)."""
-    n = a.size
-    p0 = p1 = p2 = p3 = 0.0
-    s0 = s1 = s2 = s3 = 0.0
-    j = 0
-    while j + 4 <= n:
-        d0, d1, d2, d3 = a[j] - shift, a[j + 1] - shift, a[j + 2] - shift, a[j + 3] - shift
-        s0 += d0
-        s1 += d1
-        s2 += d2
-        s3 += d3
-        p0 += d0 * d0
-        p1 += d1 * d1
-        p2 += d2 * d2
-        p3 += d3 * d3
-        j += 4
-    p, s = (p0 + p1) + (p2 + p3), (s0 + s1) + (s2 + s3)
-    while j < n:
-        d = a[j] - shift
-        s += d
-        p += d * d
-        j += 1
-    return s, p
+    t, p = lanes(), lanes()
+    add_sum_sq(a, shift, t, p)
+    return total(t), total(p)

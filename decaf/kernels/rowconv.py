@@ -28,6 +28,10 @@ SHIFT_BUFFER_ELEMENTS = 1 << 21
 # Shifted GEMMs need this many rows (kh * C/group) to beat the row buffer's single GEMM
 # (CIFAR conv1's 15 lose, ResNet-20's 3 x 16 = 48 win: benchmarks/NOTES.md, section 12).
 SHIFT_MIN_ROWS = 32
+# The shifted weight gradient (RowConv._shift_backward) for kernels up to this wide: it beats
+# the row buffer's GEMMs on 3 x 3 layers (ResNet-20's 16-channel ones by 0.9 of 4.9 ms) and
+# loses on 5 x 5 (CIFAR quick, LeNet: 2-8 %), whose kw narrower GEMMs each reread the image.
+SHIFT_WGRAD_MAX_KW = 3
 # Weight gradient of the direct layout: two output rows per GEMM when K >= 64 (see
 # _weight_grad_blocked).
 PAIRED_ROWS = True
@@ -132,6 +136,7 @@ class RowConv:
         # shifted GEMMs need kh*C/group rows per GEMM to pay off (CIFAR conv1's 15 do not)
         self.shift = (self.bi and group == 1 and stride[1] == 1
                       and self.kh * self.cg >= SHIFT_MIN_ROWS)
+        self.shift_wgrad = self.shift and self.kw <= SHIFT_WGRAD_MAX_KW
         self.hz, self.wz = self.rows.hz, self.rows.wz
         per_image = self.hz * channels * self.wz + self.oh * num_output * self.ow
         most = int(max(1, min(num, SHIFT_BUFFER_ELEMENTS // max(per_image, 1))))
@@ -222,7 +227,7 @@ class RowConv:
         img[self.ph:self.ph + self.h, :, self.pw:self.pw + self.w] = xt.transpose(1, 0, 2, 3)
         return img
 
-    def _bi_forward(self, x, w, bias, y):
+    def _bi_forward(self, x, w, bias, y, post=None):
         gemm, m, it = self.gemm, self.m, self.dtype.itemsize
         rm, nt = cblas.ROW_MAJOR, cblas.NO_TRANS
         if self.shift:
@@ -255,8 +260,12 @@ class RowConv:
                              zb + oy * zstep, q, 0.0, yb + (g * mg * self.oh + oy) * q * it,
                              ldy)
             self._from_yt(yt, y[n0:n1], bias)
+            if post is not None:
+                post(n0, n1)
 
     def _bi_backward(self, ydiff, x, w, dw, db, xdiff):
+        if self.shift_wgrad and dw is not None:
+            return self._shift_backward(ydiff, x, w, dw, db, xdiff)
         gemm, it, k, mg = self.gemm, self.dtype.itemsize, self.k, self.mg
         rm, nt, tr = cblas.ROW_MAJOR, cblas.NO_TRANS, cblas.TRANS
         wt = self._weights(w)
@@ -301,6 +310,37 @@ class RowConv:
             for n0, n1 in self.chunks(self.nbs):
                 self._shift_data_grad(wj, self._to_yt(ydiff[n0:n1], "gemm"), xdiff[n0:n1])
 
+    def _shift_backward(self, ydiff, x, w, dw, db, xdiff):
+        """Both gradients by shifted GEMMs on the zero-bordered image, chunk by chunk:
+        weights    dW_j^T += I_j[oy] @ dY[oy]^T     (kh*C x M, beta = 1)
+        data       dI_j[oy] += W_j^T @ dY[oy]       (_shift_data_grad)"""
+        gemm, m, kc, it = self.gemm, self.m, self.kh * self.cg, self.dtype.itemsize
+        wj = self._shift_weights(w) if xdiff is not None else None
+        dwj = None
+        if dw is not None:
+            dwj = scratch(self.xp, self.dtype, "shift_dw", self.kw * m * kc)
+            dwj[...] = 0
+            dwb = dwj.ctypes.data
+        for n0, n1 in self.chunks(self.nbs):
+            nb = n1 - n0
+            q = self.ow * nb
+            dyt = self._to_yt(ydiff[n0:n1], "gemm")
+            if db is not None:
+                self._bias_grad(dyt, db)
+            if dwj is not None:
+                img = self._shift_image(x[n0:n1])
+                step, ld, ldy = self.sh * self.cg * self.wz * nb * it, self.wz * nb, self.oh * q
+                ib, yb = img.ctypes.data, dyt.ctypes.data
+                for oy in range(self.oh):
+                    for j in range(self.kw):   # dW_j^T += I[oy*sh : +kh, :, j : j+ow] @ dY[oy]^T
+                        gemm(cblas.ROW_MAJOR, cblas.NO_TRANS, cblas.TRANS, kc, m, q, 1.0,
+                             ib + oy * step + j * nb * it, ld, yb + oy * q * it, ldy, 1.0,
+                             dwb + j * m * kc * it, m)
+            if wj is not None:
+                self._shift_data_grad(wj, dyt, xdiff[n0:n1])
+        if dwj is not None:        # dw[m, c, i, j] += dW_j^T[i*C + c, m]
+            dw += dwj.reshape(self.kw, self.kh, self.cg, m).transpose(3, 2, 1, 0)
+
     def _shift_data_grad(self, wj, dyt, xdiff):
         gemm, m, kc, it = self.gemm, self.m, self.kh * self.cg, self.dtype.itemsize
         nb = xdiff.shape[0]
@@ -320,10 +360,11 @@ class RowConv:
                                .transpose(1, 0, 2, 3), xdiff)
 
     # -- both layouts ---------------------------------------------------------------------------
-    def forward(self, x, w, bias, y):
-        """y = W (*) x + b for x (num, C, H, W), y (num, M, oh, ow)."""
+    def forward(self, x, w, bias, y, post=None):
+        """y = W (*) x + b for x (num, C, H, W), y (num, M, oh, ow); ``post(n0, n1)`` once
+        images n0..n1 are done."""
         if self.bi:
-            return self._bi_forward(x, w, bias, y)
+            return self._bi_forward(x, w, bias, y, post)
         xp, wt = self.xp, self._weights(w, bias if self.direct else None)
         rows = self.rows_fwd if self.direct else self.rows
         for n0, n1 in self.chunks(self.nbf if self.direct else self.nb):
@@ -338,12 +379,14 @@ class RowConv:
                     xp.matmul(wt[g], rows.image_views(z, g).transpose(1, 0, 2, 3), out=yg)
                 if bias is not None and not self.bias_row:
                     y[n0:n1] += bias.reshape(1, -1, 1, 1)
-                continue
-            y3 = self._rows_layout("gemm", nb)
-            for g in range(self.group):
-                xp.matmul(wt[g], self.rows.row_views(z, g),
-                          out=y3[:, g * self.mg:(g + 1) * self.mg])
-            self.rows.to_image_order(y3, y[n0:n1], bias)
+            else:
+                y3 = self._rows_layout("gemm", nb)
+                for g in range(self.group):
+                    xp.matmul(wt[g], self.rows.row_views(z, g),
+                              out=y3[:, g * self.mg:(g + 1) * self.mg])
+                self.rows.to_image_order(y3, y[n0:n1], bias)
+            if post is not None:
+                post(n0, n1)
 
     def backward(self, ydiff, x, w, dw, db, xdiff):
         """db += sum ydiff; dW += ydiff (*) x; xdiff = W^T (*) ydiff (those not None)."""

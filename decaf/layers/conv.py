@@ -214,14 +214,17 @@ class _GemmConv:
         return scratch(self.xp, self.dtype, name, self.plan.col_rows * nq).reshape(
             self.group, self.kd, nq)
 
-    def forward(self, x, w, bias, y, relu=None):
+    def forward(self, x, w, bias, y, relu=None, post=None):
         """y = W (*) x + b for x (num, C, *S), y (num, M, *O); then y = ReLU(y) with slope
-        ``relu`` unless None (a fused ReLU: the image-by-image path in the bias pass)."""
+        ``relu`` unless None (a fused ReLU: the image-by-image path in the bias pass);
+        ``post(n0, n1)`` once images n0..n1 are done (ConvolutionLayer.forward_post)."""
         wg = w.reshape(self.group, self.mg, -1)
         yf = y.reshape(self.num, self.m, -1)
         if not self.per_image:
             for n0, n1 in self.chunks():
                 self.to_col_side(self.im2col(x, n0, n1), wg, yf, n0, n1, bias)
+                if post is not None:
+                    post(n0, n1)
             if relu is not None:
                 relu_forward(yf.reshape(-1), yf.reshape(-1), relu)
             return
@@ -230,21 +233,24 @@ class _GemmConv:
             yn = yf[n].reshape(self.group, self.mg, self.oc)
             if self.is_1x1:
                 self.xp.matmul(wg, x[n].reshape(self.group, self.kd, self.oc), out=yn)
-                continue
-            for oy0, oy1 in self.blocks:
-                col = self._block("col", oy0, oy1)
-                kernels.im2col_rows(x, n, oy0, oy1, *self.plan.args[:-2], ow,
-                                    col.reshape(self.plan.col_rows, -1))
-                if len(self.blocks) == 1:
-                    self.xp.matmul(wg, col, out=yn)
-                    continue
-                for g in range(self.group):
-                    _gemm(wg[g], col[g], yn[g, :, oy0 * ow:oy1 * ow])
-        if relu is not None:
-            kernels.add_bias_relu(yf, self.none if bias is None else bias, bias is not None,
-                                  relu)
-        elif bias is not None:
-            kernels.add_bias(yf, bias)
+            else:
+                for oy0, oy1 in self.blocks:
+                    col = self._block("col", oy0, oy1)
+                    kernels.im2col_rows(x, n, oy0, oy1, *self.plan.args[:-2], ow,
+                                        col.reshape(self.plan.col_rows, -1))
+                    if len(self.blocks) == 1:
+                        self.xp.matmul(wg, col, out=yn)
+                        continue
+                    for g in range(self.group):
+                        _gemm(wg[g], col[g], yn[g, :, oy0 * ow:oy1 * ow])
+            # the bias (and fused ReLU) pass over this image's top while it is in cache
+            if relu is not None:
+                kernels.add_bias_relu(yf[n:n + 1], self.none if bias is None else bias,
+                                      bias is not None, relu)
+            elif bias is not None:
+                kernels.add_bias(yf[n:n + 1], bias)
+            if post is not None:
+                post(n, n + 1)
 
     def _backward_per_image(self, yf, x, wg, dwg, xdiff):
         ow = self.plan.out_spatial[1]
@@ -305,9 +311,11 @@ class _DepthwiseConv:
         self.args = tuple(stride) + tuple(pad) + tuple(dilation)
         self.none = np.empty(0, dtype=dtype)
 
-    def forward(self, x, w, bias, y):
+    def forward(self, x, w, bias, y, post=None):
         kernels.depthwise_forward(x, w, self.none if bias is None else bias, bias is not None,
                                   *self.args, y)
+        if post is not None:
+            post(0, x.shape[0])
 
     def backward(self, ydiff, x, w, dw, db, xdiff):
         if dw is not None or db is not None:
@@ -465,7 +473,7 @@ class BaseConvolutionLayer(Layer):
 class _EmptyBatch:
     """The engine of a batch of 0 images: nothing to compute (Caffe loops over no image)."""
 
-    def forward(self, *args):
+    def forward(self, *args, **kwargs):
         pass
 
     def backward(self, *args):
@@ -528,6 +536,14 @@ class ConvolutionLayer(BaseConvolutionLayer):
             return
         self.engine.forward(x, w, bias, y)
         relu_forward(y.reshape(-1), y.reshape(-1), slope)
+
+    def forward_post(self, bottom, top, post):
+        """forward, calling ``post(n0, n1)`` as soon as the tops of images n0..n1 are done,
+        while they are in cache: the in-place BatchNorm [Scale] [ReLU] after it (net_fuse)."""
+        bias = self.blobs[1].data if self.bias_term else None
+        x = bottom[0].data.reshape((self.num, self.channels) + self.in_spatial)
+        y = top[0].data.reshape((self.num, self.num_output) + self.out_spatial)
+        self.engine.forward(x, self.blobs[0].data, bias, y, post=post)
 
 
 @register_layer("Deconvolution")
