@@ -251,7 +251,7 @@ def _engine_kind(engine):
     ((5, 16, 8, 8), 16, 3, 1, 1, 1, "true", True, "RowConv/bi"),       # batch innermost
     ((2, 8, 12, 12), 128, 3, 1, 1, 1, "false", True, "_GemmConv/per_image"),
     ((4, 8, 4, 4), 128, 1, 0, 1, 1, "true", False, "_GemmConv"),       # chunks of images
-    ((3, 6, 9, 9), 6, 3, 1, 2, 6, "true", True, "_DepthwiseConv"),
+    ((3, 6, 9, 9), 6, 3, 1, 2, 6, "true", True, "DepthwiseConv"),
 ])
 def test_convolution_batchnorm_chain_is_bit_identical(shape, out, k, pad, stride, group, bias,
                                                       relu, engine):

@@ -17,7 +17,7 @@ import numpy as np
 from .jit import kernel
 from numba import njit, prange
 
-from .inplace import CHUNK, private, rows_per_task
+from .inplace import affine_relu, rows_per_task, same
 from .reduce import add_dot_sum, add_sum, add_sum_sq, lanes, total
 
 
@@ -47,19 +47,20 @@ def normalize(x3, mean, std, y3, keep, has_keep):
     n, c_, s = x3.shape
     rows, group = n * c_, rows_per_task(s)
     for g in prange((rows + group - 1) // group):
-        tmp = np.empty(CHUNK, y3.dtype)
         for r in range(g * group, min(rows, (g + 1) * group)):
             i, c = r // c_, r % c_
             mu, sd = mean[c], std[c]
-            for q in range(0, s, CHUNK):
-                ys = y3[i, c, q:q + CHUNK]
-                xs = private(x3[i, c, q:q + CHUNK], ys, tmp)
-                for j in range(ys.size):
+            ys, xs = y3[i, c], x3[i, c]
+            if same(xs, ys):
+                for j in range(s):
+                    ys[j] = (ys[j] - mu) / sd
+            else:
+                for j in range(s):
                     ys[j] = (xs[j] - mu) / sd
-                if has_keep:
-                    ks = keep[i, c, q:q + CHUNK]
-                    for j in range(ys.size):
-                        ks[j] = ys[j]
+            if has_keep:
+                ks = keep[i, c]
+                for j in range(s):
+                    ks[j] = ys[j]
 
 
 @kernel(streaming=True)
@@ -71,25 +72,30 @@ def normalize_affine(x3, mean, std, scale, bias, y3, has_scale, has_bias, relu, 
     n, c_, s = x3.shape
     rows, group = n * c_, rows_per_task(s)
     for g in prange((rows + group - 1) // group):
-        tmp = np.empty(CHUNK, y3.dtype)
         for r in range(g * group, min(rows, (g + 1) * group)):
             i, c = r // c_, r % c_
             mu, sd, a, b = mean[c], std[c], scale[c], bias[c]
-            for q in range(0, s, CHUNK):
-                ys = y3[i, c, q:q + CHUNK]
-                xs = private(x3[i, c, q:q + CHUNK], ys, tmp)
-                ks = keep[i, c, q:q + CHUNK] if has_keep else ys
-                for j in range(ys.size):
-                    v = (xs[j] - mu) / sd
-                    if has_keep:
+            ys, xs = y3[i, c], x3[i, c]
+            if has_keep:
+                ks = keep[i, c]
+                if same(xs, ys):
+                    for j in range(s):
+                        v = (ys[j] - mu) / sd
                         ks[j] = v
-                    if has_scale:
-                        v = v * a
-                    if has_bias:
-                        v = v + b
-                    if relu and not v > 0:
-                        v = v * slope
-                    ys[j] = v
+                        ys[j] = affine_relu(v, a, b, has_scale, has_bias, relu, slope)
+                else:
+                    for j in range(s):
+                        v = (xs[j] - mu) / sd
+                        ks[j] = v
+                        ys[j] = affine_relu(v, a, b, has_scale, has_bias, relu, slope)
+            elif same(xs, ys):
+                for j in range(s):
+                    ys[j] = affine_relu((ys[j] - mu) / sd, a, b, has_scale, has_bias, relu,
+                                        slope)
+            else:
+                for j in range(s):
+                    ys[j] = affine_relu((xs[j] - mu) / sd, a, b, has_scale, has_bias, relu,
+                                        slope)
 
 
 @kernel(streaming=True)
@@ -99,13 +105,14 @@ def backward(y3, dy3, std, dx3, global_stats):
     m = n * s
     for c in prange(c_):
         sd = std[c]
-        tmp = np.empty(CHUNK, dx3.dtype)
         if global_stats:
             for i in range(n):
-                for q in range(0, s, CHUNK):
-                    dxs = dx3[i, c, q:q + CHUNK]
-                    dys = private(dy3[i, c, q:q + CHUNK], dxs, tmp)
-                    for j in range(dxs.size):
+                dxs, dys = dx3[i, c], dy3[i, c]
+                if same(dys, dxs):
+                    for j in range(s):
+                        dxs[j] = dxs[j] / sd
+                else:
+                    for j in range(s):
                         dxs[j] = dys[j] / sd
             continue
         al, bl = lanes(), lanes()
@@ -116,10 +123,12 @@ def backward(y3, dy3, std, dx3, global_stats):
         b32 = dy3.dtype.type(b)
         inv_m = dy3.dtype.type(1.0 / m)
         for i in range(n):
-            for q in range(0, s, CHUNK):
-                dxs, ys = dx3[i, c, q:q + CHUNK], y3[i, c, q:q + CHUNK]
-                dys = private(dy3[i, c, q:q + CHUNK], dxs, tmp)
-                for j in range(dxs.size):
+            dxs, dys, ys = dx3[i, c], dy3[i, c], y3[i, c]
+            if same(dys, dxs):
+                for j in range(s):
+                    dxs[j] = (dxs[j] - (ys[j] * a32 + b32) * inv_m) / sd
+            else:
+                for j in range(s):
                     dxs[j] = (dys[j] - (ys[j] * a32 + b32) * inv_m) / sd
 
 

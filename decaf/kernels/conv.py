@@ -10,7 +10,8 @@
   ``add_bias_relu`` the bias and a following ReLU in one pass (inference fusion).
 * ``to_nchw`` / ``from_nchw``: the GEMM result (M, nb*oh*ow) to and from the NCHW top, with
   the bias added on the way out and its gradient summed on the way in (no pass of their own).
-* ``depthwise_*``: convolution with one input channel per group (group == channels, e.g.
+* ``depthwise_*`` (and the ``DepthwiseConv`` / ``DepthwiseDeconv`` engines that call them):
+  convolution with one input channel per group (group == channels, e.g.
   MobileNet-style nets), as a direct loop: no columns, no GEMM.
 
 Every kernel runs in parallel over rows or planes that no other iteration writes, so the
@@ -507,3 +508,53 @@ def depthwise_backward_weights(dy, x, sh, sw, ph, pw, dh, dw, dwt, db, want_w, w
                             for ox in range(lo, hi):
                                 total += dy[n, m, oy, ox] * x[n, ch, yy, ox * sw + xoff]
                 dwt[m, 0, i, j] += total
+
+
+# -- the depthwise engines of decaf.layers.conv (group == channels) ------------------------
+class DepthwiseConv:
+    """2-D convolution with one input channel per group (group == C), as a direct loop:
+    y[n, m] = b[m] + sum_ij W[m, 0, i, j] x[n, m / (M/C), oy*sh - ph + i*dh, ox*sw - pw + j*dw]
+    (decaf.conv.depthwise_*)."""
+
+    def __init__(self, dtype, geometry):
+        _, stride, pad, dilation = geometry
+        self.args = tuple(stride) + tuple(pad) + tuple(dilation)
+        self.none = np.empty(0, dtype=dtype)
+
+    def forward(self, x, w, bias, y, post=None):
+        depthwise_forward(x, w, self.none if bias is None else bias, bias is not None,
+                                  *self.args, y)
+        if post is not None:
+            post(0, x.shape[0])
+
+    def backward(self, ydiff, x, w, dw, db, xdiff):
+        if dw is not None or db is not None:
+            depthwise_backward_weights(
+                ydiff, x, *self.args, self.none.reshape(1, 1, 1, 0) if dw is None else dw,
+                self.none if db is None else db, dw is not None, db is not None)
+        if xdiff is not None:
+            depthwise_backward_data(ydiff, w, *self.args, xdiff)
+
+
+class DepthwiseDeconv:
+    """2-D deconvolution with one output channel per group (group == num_output): the
+    transpose of a depthwise convolution from the top to the bottom, as direct loops:
+    top = depthwise^T(bottom) + b, bottom_diff = depthwise(top_diff), dW += bottom (*) top_diff."""
+
+    def __init__(self, dtype, geometry):
+        _, stride, pad, dilation = geometry
+        self.args = tuple(stride) + tuple(pad) + tuple(dilation)
+        self.none = np.empty(0, dtype=dtype)
+
+    def forward(self, x, w, bias, y):
+        depthwise_backward_data(x, w, *self.args, y)
+        if bias is not None:
+            add_bias(y.reshape(y.shape[0], y.shape[1], -1), bias)
+
+    def backward(self, ydiff, x, w, dw, db, xdiff):
+        if db is not None:
+            bias_grad(ydiff.reshape(ydiff.shape[0], ydiff.shape[1], -1), db)
+        if dw is not None:
+            depthwise_backward_weights(x, ydiff, *self.args, dw, self.none, True, False)
+        if xdiff is not None:
+            depthwise_forward(ydiff, w, self.none, False, *self.args, xdiff)

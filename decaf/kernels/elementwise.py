@@ -15,7 +15,7 @@ import numpy as np
 from .jit import kernel
 from numba import njit, prange
 
-from .inplace import CHUNK, private, rows_per_task
+from .inplace import affine_relu, rows_per_task, same
 from .reduce import add_dot_sum, add_sum, lanes, total
 
 #: elements per parallel task of the flat kernels (one task per block keeps prange cheap)
@@ -29,13 +29,23 @@ def relu_forward(x, y, slope):
     for b in prange((n + BLOCK - 1) // BLOCK):
         lo = b * BLOCK
         xb, yb = x[lo:lo + BLOCK], y[lo:lo + BLOCK]
-        tmp = np.empty(CHUNK, y.dtype)
-        for q in range(0, yb.size, CHUNK):
-            ys = yb[q:q + CHUNK]
-            xs = private(xb[q:q + CHUNK], ys, tmp)
-            for i in range(ys.size):         # 1-D views from 0: LLVM vectorises (NOTES, 9)
-                v = xs[i]
-                ys[i] = v if v > 0 else v * slope
+        if same(xb, yb):                     # 1-D views from 0: LLVM vectorises (NOTES, 9)
+            for i in range(yb.size):
+                v = yb[i]
+                yb[i] = v if v > 0 else v * slope
+        else:
+            for i in range(yb.size):
+                v = xb[i]
+                yb[i] = v if v > 0 else v * slope
+
+
+@njit(cache=True, inline="always")
+def _relu_grad(v, slope, zero, one):
+    # two plain selects (LLVM vectorizes them; a nested one became a branch per value, 15x
+    # slower); NaN: both 0, as Caffe's (x > 0) + slope * (x <= 0)
+    p = one if v > 0 else zero
+    r = slope if v <= 0 else zero
+    return p + r
 
 
 @kernel(streaming=True)
@@ -46,17 +56,12 @@ def relu_backward(x, dy, dx, slope):
     for b in prange((n + BLOCK - 1) // BLOCK):
         lo = b * BLOCK
         xb, dyb, dxb = x[lo:lo + BLOCK], dy[lo:lo + BLOCK], dx[lo:lo + BLOCK]
-        tmp = np.empty(CHUNK, dx.dtype)
-        for q in range(0, xb.size, CHUNK):
-            xs, dxs = xb[q:q + CHUNK], dxb[q:q + CHUNK]
-            dys = private(dyb[q:q + CHUNK], dxs, tmp)
-            for i in range(xs.size):
-                v = xs[i]
-                # two plain selects (LLVM vectorizes them; a nested one became a branch per
-                # value, 15x slower); NaN: both 0, as Caffe's (x > 0) + slope * (x <= 0)
-                p = one if v > 0 else zero
-                r = slope if v <= 0 else zero
-                dxs[i] = dys[i] * (p + r)
+        if same(dyb, dxb):
+            for i in range(xb.size):
+                dxb[i] = dxb[i] * _relu_grad(xb[i], slope, zero, one)
+        else:
+            for i in range(xb.size):
+                dxb[i] = dyb[i] * _relu_grad(xb[i], slope, zero, one)
 
 
 @kernel(streaming=True)
@@ -66,22 +71,16 @@ def affine_forward(x3, s, b, y3, has_scale, has_bias, relu, slope):
     outer, dim, inner = x3.shape
     rows, group = outer * dim, rows_per_task(inner)
     for g in prange((rows + group - 1) // group):
-        tmp = np.empty(CHUNK, y3.dtype)
         for r in range(g * group, min(rows, (g + 1) * group)):
             o, c = r // dim, r % dim
             sc, bc = s[c], b[c]
-            for q in range(0, inner, CHUNK):
-                ys = y3[o, c, q:q + CHUNK]
-                xs = private(x3[o, c, q:q + CHUNK], ys, tmp)
-                for i in range(ys.size):
-                    v = xs[i]
-                    if has_scale:
-                        v = v * sc
-                    if has_bias:
-                        v = v + bc
-                    if relu and not v > 0:
-                        v = v * slope
-                    ys[i] = v
+            ys, xs = y3[o, c], x3[o, c]
+            if same(xs, ys):
+                for i in range(inner):
+                    ys[i] = affine_relu(ys[i], sc, bc, has_scale, has_bias, relu, slope)
+            else:
+                for i in range(inner):
+                    ys[i] = affine_relu(xs[i], sc, bc, has_scale, has_bias, relu, slope)
 
 
 @kernel(streaming=True)
@@ -99,12 +98,13 @@ def scale_backward(x3, dy3, s, ds, db, dx3, want_ds, want_db, want_dx):
         a, t = total(al), total(tl)
         if want_dx:
             sc = s[c]
-            tmp = np.empty(CHUNK, dx3.dtype)
             for o in range(outer):
-                for q in range(0, inner, CHUNK):
-                    dxs = dx3[o, c, q:q + CHUNK]
-                    dys = private(dy3[o, c, q:q + CHUNK], dxs, tmp)
-                    for i in range(dxs.size):
+                dxs, dys = dx3[o, c], dy3[o, c]
+                if same(dys, dxs):
+                    for i in range(inner):
+                        dxs[i] = dxs[i] * sc
+                else:
+                    for i in range(inner):
                         dxs[i] = dys[i] * sc
         if want_ds:
             ds[c] = a

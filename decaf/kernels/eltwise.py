@@ -13,7 +13,7 @@ import numpy as np
 from .jit import kernel
 from numba import njit, prange
 
-from .inplace import CHUNK, private
+from .inplace import same
 
 BLOCK = 1 << 14
 
@@ -24,15 +24,27 @@ def sum2(a, ca, b, cb, y, relu, slope):
     for blk in prange((n + BLOCK - 1) // BLOCK):
         lo = blk * BLOCK
         ab, bb, yb = a[lo:lo + BLOCK], b[lo:lo + BLOCK], y[lo:lo + BLOCK]
-        ta, tb = np.empty(CHUNK, y.dtype), np.empty(CHUNK, y.dtype)
-        for q in range(0, yb.size, CHUNK):
-            ys = yb[q:q + CHUNK]
-            As, bs = private(ab[q:q + CHUNK], ys, ta), private(bb[q:q + CHUNK], ys, tb)
-            for i in range(ys.size):         # 1-D views from 0: LLVM vectorises (NOTES, 9)
-                v = As[i] * ca + bs[i] * cb
-                if relu and not v > 0:
-                    v = v * slope
-                ys[i] = v
+        # y may be a or b (in place): that operand read through y's name (one name, no
+        # overlap test, decaf.kernels.inplace)
+        if same(ab, yb) and same(bb, yb):
+            for i in range(yb.size):
+                yb[i] = _relu(yb[i] * ca + yb[i] * cb, relu, slope)
+        elif same(ab, yb):
+            for i in range(yb.size):
+                yb[i] = _relu(yb[i] * ca + bb[i] * cb, relu, slope)
+        elif same(bb, yb):
+            for i in range(yb.size):
+                yb[i] = _relu(ab[i] * ca + yb[i] * cb, relu, slope)
+        else:
+            for i in range(yb.size):         # 1-D views from 0: LLVM vectorises (NOTES, 9)
+                yb[i] = _relu(ab[i] * ca + bb[i] * cb, relu, slope)
+
+
+@njit(cache=True, inline="always")
+def _relu(v, relu, slope):
+    if relu and not v > 0:
+        v = v * slope
+    return v
 
 
 @kernel(streaming=True)

@@ -45,7 +45,9 @@ PLAIN_GEMM_1X1 = True
 PER_IMAGE_MIN_COLUMNS = 64
 # ... and whose per-image GEMMs hold at least this many multiply-adds: below it every image's
 # handful of calls costs more than its arithmetic (the CIFAR ResNet's 1x1 stride-2 projections,
-# 131k per image: backward 4.1-5.4 ms image by image, 1.3-2.4 ms folded; NOTES.md section 10)
+# 131k per image: backward 4.1-5.4 ms image by image, 1.3-2.4 ms folded; NOTES.md section 10).
+# Not for 1x1 stride-1 kernels, whose folded path moves every image to and from the column
+# layout (WeChat's 128 -> 12 heads at batch 16: 0.97 ms folded, 0.32 image by image)
 PER_IMAGE_MIN_MACS = 1 << 20
 # ... and build their columns a block of output rows at a time, about this many elements (the
 # block stays in cache between im2col and the GEMM that reads it)
@@ -130,12 +132,12 @@ class _GemmConv:
         # Caffe's own loop (forward_cpu_gemm per image): the GEMMs read and write the NCHW
         # images in place, no chunk layout to move through; 1x1 / stride 1 / pad 0 needs no
         # column buffer at all (Caffe's is_1x1_)
-        if image_by_image is None:
-            image_by_image = num == 1 or (self.oc >= PER_IMAGE_MIN_COLUMNS and
-                                          self.m * self.kd * self.oc >= PER_IMAGE_MIN_MACS)
-        self.per_image = self.compiled and bool(image_by_image)
         self.is_1x1 = (all(k == 1 for k in kernel) and all(s == 1 for s in stride)
                        and all(p == 0 for p in pad))
+        if image_by_image is None:       # 1x1: no columns to build, image by image wins at
+            image_by_image = num == 1 or (self.oc >= PER_IMAGE_MIN_COLUMNS and (  # any size
+                self.is_1x1 or self.m * self.kd * self.oc >= PER_IMAGE_MIN_MACS))
+        self.per_image = self.compiled and bool(image_by_image)
         self.cg = int(image_shape[0]) // group
         self.blocks = self._row_blocks() if self.per_image else None
 
@@ -301,55 +303,6 @@ class _GemmConv:
                 self.to_image(gm, wg, xdiff, n0, n1)
 
 
-class _DepthwiseConv:
-    """2-D convolution with one input channel per group (group == C), as a direct loop:
-    y[n, m] = b[m] + sum_ij W[m, 0, i, j] x[n, m / (M/C), oy*sh - ph + i*dh, ox*sw - pw + j*dw]
-    (decaf.kernels.conv.depthwise_*)."""
-
-    def __init__(self, dtype, geometry):
-        _, stride, pad, dilation = geometry
-        self.args = tuple(stride) + tuple(pad) + tuple(dilation)
-        self.none = np.empty(0, dtype=dtype)
-
-    def forward(self, x, w, bias, y, post=None):
-        kernels.depthwise_forward(x, w, self.none if bias is None else bias, bias is not None,
-                                  *self.args, y)
-        if post is not None:
-            post(0, x.shape[0])
-
-    def backward(self, ydiff, x, w, dw, db, xdiff):
-        if dw is not None or db is not None:
-            kernels.depthwise_backward_weights(
-                ydiff, x, *self.args, self.none.reshape(1, 1, 1, 0) if dw is None else dw,
-                self.none if db is None else db, dw is not None, db is not None)
-        if xdiff is not None:
-            kernels.depthwise_backward_data(ydiff, w, *self.args, xdiff)
-
-
-class _DepthwiseDeconv:
-    """2-D deconvolution with one output channel per group (group == num_output): the
-    transpose of a depthwise convolution from the top to the bottom, as direct loops:
-    top = depthwise^T(bottom) + b, bottom_diff = depthwise(top_diff), dW += bottom (*) top_diff."""
-
-    def __init__(self, dtype, geometry):
-        _, stride, pad, dilation = geometry
-        self.args = tuple(stride) + tuple(pad) + tuple(dilation)
-        self.none = np.empty(0, dtype=dtype)
-
-    def forward(self, x, w, bias, y):
-        kernels.depthwise_backward_data(x, w, *self.args, y)
-        if bias is not None:
-            kernels.add_bias(y.reshape(y.shape[0], y.shape[1], -1), bias)
-
-    def backward(self, ydiff, x, w, dw, db, xdiff):
-        if db is not None:
-            kernels.bias_grad(ydiff.reshape(ydiff.shape[0], ydiff.shape[1], -1), db)
-        if dw is not None:
-            kernels.depthwise_backward_weights(x, ydiff, *self.args, dw, self.none, True, False)
-        if xdiff is not None:
-            kernels.depthwise_forward(ydiff, w, self.none, False, *self.args, xdiff)
-
-
 class BaseConvolutionLayer(Layer):
     """Shared setup of Convolution and Deconvolution (Caffe's BaseConvolutionLayer)."""
     shape_only_reshape = True
@@ -497,7 +450,7 @@ class ConvolutionLayer(BaseConvolutionLayer):
     def make_engine(self, dtype, in_spatial, out_spatial):
         if (COMPILED and self.xp is np and len(in_spatial) == 2 and self.group > 1
                 and self.group == self.channels):
-            return _DepthwiseConv(dtype, self.geometry)
+            return kernels.DepthwiseConv(dtype, self.geometry)
         if ROW_GEMM and len(in_spatial) == 2 and self.geometry[3] == (1, 1) and \
                 not self._plain_gemm_wins():
             return RowConv(self.xp, dtype, self.num, self.channels, in_spatial,
@@ -563,13 +516,13 @@ class DeconvolutionLayer(BaseConvolutionLayer):
     def make_engine(self, dtype, in_spatial, out_spatial):
         if (COMPILED and self.xp is np and len(in_spatial) == 2 and self.group > 1
                 and self.group == self.num_output):
-            return _DepthwiseDeconv(dtype, self.geometry)
+            return kernels.DepthwiseDeconv(dtype, self.geometry)
         return _GemmConv(self.xp, dtype, self.num, (self.num_output,) + tuple(out_spatial),
                          self.channels, self.geometry, self.group, in_spatial)
 
     def _direct(self):
-        """The engine computes the whole layer itself (_DepthwiseDeconv)."""
-        return isinstance(self.engine, _DepthwiseDeconv)
+        """The engine computes the whole layer itself (kernels.DepthwiseDeconv)."""
+        return isinstance(self.engine, kernels.DepthwiseDeconv)
 
     def forward(self, bottom, top):
         if self._direct():

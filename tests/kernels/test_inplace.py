@@ -1,4 +1,4 @@
-"""In-place calls (top is bottom) of the elementwise kernels read a private copy of each chunk
+"""In-place calls (top is bottom) of the elementwise kernels run their loops through one name
 (decaf.kernels.inplace): the results must be bit-identical to the out-of-place call and to the
 formula, across chunk and block boundaries, for rows shorter and longer than a chunk, with
 NaN, inf and signed zeros, serial and parallel."""
@@ -126,3 +126,7 @@ def test_eltwise_sum_into_a_bottom(n, mode):
         y = aa if into == "a" else bb
         _k(W.sum2, mode)(aa, F(2), bb, F(-1), y, True, F(0))
         _same(y, want)
+    both = a.copy()                          # the same blob twice, summed into itself
+    _k(W.sum2, mode)(both, F(2), both, F(-1), both, True, F(0))
+    v = a * F(2) + a * F(-1)
+    _same(both, np.where(v > 0, v, F(0) * v))
