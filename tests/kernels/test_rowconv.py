@@ -172,13 +172,17 @@ def test_row_engine_chunks(monkeypatch, limit, direct_limit):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("k", [5, 3])
 @pytest.mark.parametrize("shift_limit", [1, 3000, 1 << 21])
-def test_shift_engine_chunks(monkeypatch, shift_limit):
+def test_shift_engine_chunks(monkeypatch, shift_limit, k):
+    """Chunks of the shifted GEMMs; 3 x 3 takes the shifted weight gradient too
+    (_shift_backward: its dW_j accumulate over the chunks), 5 x 5 the row buffer's."""
     monkeypatch.setattr(rowconv, "SHIFT_BUFFER_ELEMENTS", shift_limit)
-    args = (5, 16, (6, 5), 5, (5, 5), (1, 1), (2, 2), 1)
+    args = (5, 16, (6, 5), 5, (k, k), (1, 1), (k // 2, k // 2), 1)
     row, ref, out = engines(args, batch_inner=True)
     assert row.shift and (row.nbs < 5) == (shift_limit < 1 << 21)
-    x, w = rand(5, 16, 6, 5), rand(5, 16, 5, 5, seed=2)
+    assert row.shift_wgrad == (k <= rowconv.SHIFT_WGRAD_MAX_KW)
+    x, w = rand(5, 16, 6, 5), rand(5, 16, k, k, seed=2)
     b, dy = rand(5, seed=3), rand(5, 5, *out, seed=4)
     for got, want in zip(run(row, x, w, b, dy, out), run(ref, x, w, b, dy, out)):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
