@@ -81,8 +81,9 @@ class RowConv:
     a strided matrix BLAS reads in place, so Z is never built for them:
     forward    Y[oy]  = sum_j W_j @ I_j[oy]          (W_j = W[:, :, :, j] as M x kh*C)
     data       dI_j[oy] += W_j^T @ dY[oy]            (beta = 1, straight into dI; no fold)
-    and the bottom diff is dI's interior.  The weight gradient keeps Z: its (kh*C*kw x M)
-    GEMMs run faster than kw narrower ones.
+    and the bottom diff is dI's interior.  The weight gradient of kernels up to
+    SHIFT_WGRAD_MAX_KW wide reads I too (dW_j^T += I_j[oy] @ dY[oy]^T, ``_shift_backward``);
+    wider kernels keep Z, whose (kh*C*kw x M) GEMMs run faster than kw narrower ones there.
     """
 
     def __init__(self, xp, dtype, num, channels, in_spatial, num_output, geometry, group,
