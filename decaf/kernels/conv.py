@@ -351,7 +351,10 @@ def depthwise_forward(x, w, bias, use_bias, sh, sw, ph, pw, dh, dw, y):
     flat = three and inner and sh == 1 and sw == 1 and ow == width
     xf = x.reshape(n_count * c, height * width)
     yf = y.reshape(n_count * m_count, oh * ow)
-    hp, wp = height + 2 * ph, width + 2 * pw
+    # the padded plane, large enough for every tap (Caffe's output size truncates toward
+    # zero, so a window may reach past the padding: those taps read the zero border too)
+    hp = max(height + 2 * ph, (oh - 1) * sh + 2 * dh + 1)
+    wp = max(width + 2 * pw, (ow - 1) * sw + 2 * dw + 1)
     for t in prange(n_count * m_count):
         n, m = t // m_count, t % m_count
         p = n * c + m // mult

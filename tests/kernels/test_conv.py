@@ -107,6 +107,10 @@ DEPTHWISE = [  # shape, multiplier, kernel, stride, pad, dilation
     ((1, 2, 12, 16), 1, (3, 3), (2, 2), (0, 0), (1, 1)),  # stride 2, no pad, even width
     ((1, 1, 13, 12), 4, (3, 3), (2, 2), (1, 1), (1, 1)),  # one input channel, 4 outputs
     ((1, 2, 10, 13), 1, (3, 3), (2, 2), (0, 1), (1, 3)),  # stride 2, column dilation 3
+    # Caffe's output size truncates toward zero: the last window reaches past the padding
+    ((1, 2, 4, 9), 2, (3, 3), (2, 1), (1, 3), (3, 3)),
+    ((2, 3, 8, 2), 1, (3, 3), (2, 2), (3, 0), (1, 1)),
+    ((1, 1, 3, 6), 1, (3, 3), (2, 2), (1, 0), (1, 3)),
 ]
 
 
