@@ -26,8 +26,10 @@ from numba import njit, prange
 
 @njit(cache=True, inline="always")
 def _span(o_count, k_off, stride, size):
-    """Outputs o in [lo, hi) whose input o*stride + k_off lies inside [0, size)."""
-    lo = 0 if k_off >= 0 else (-k_off + stride - 1) // stride
+    """Outputs o in [lo, hi) whose input o*stride + k_off lies inside [0, size); lo <= o_count
+    (a kernel offset wholly in the left padding: every output is outside, and the zeros
+    written for o < lo stay inside the row)."""
+    lo = 0 if k_off >= 0 else min((-k_off + stride - 1) // stride, o_count)
     hi = (size - 1 - k_off) // stride + 1 if size - 1 - k_off >= 0 else 0
     return lo, max(lo, min(hi, o_count))
 
@@ -269,34 +271,6 @@ def _row3x3(r0, r1, r2, wm, ys, step, c0, c1, c2):
 
 
 @njit(cache=True, inline="always")
-def _interior(o_count, k, s, p, d, size):
-    """[lo, hi): the outputs o whose taps o*s - p + t*d, t < k, all lie inside [0, size)."""
-    lo = min(_span(o_count, -p, s, size)[0], o_count)
-    return lo, max(lo, _span(o_count, (k - 1) * d - p, s, size)[1])
-
-
-@njit(cache=True, inline="always")
-def _column_taps(xp, wm, b, yp, ox, r0, r1, sh, sw, ph, pw, dh, dw):
-    """yp[oy, ox] for oy in [r0, r1), rows whose taps all lie inside: b + the taps of the
-    kernel columns inside the plane, in (i, j) order."""
-    kh, kw = wm.shape
-    width = xp.shape[1]
-    x0 = ox * sw - pw
-    j0, j1 = 0, kw
-    while j0 < kw and x0 + j0 * dw < 0:
-        j0 += 1
-    while j1 > j0 and x0 + (j1 - 1) * dw >= width:
-        j1 -= 1
-    for oy in range(r0, r1):
-        y0, acc = oy * sh - ph, b
-        for i in range(kh):
-            row = xp[y0 + i * dh]
-            for j in range(j0, j1):
-                acc += wm[i, j] * row[x0 + j * dw]
-        yp[oy, ox] = acc
-
-
-@njit(cache=True, inline="always")
 def _pad_plane(xp, ph, pw, sw, buf):
     """buf = the plane xp inside a zero border of ph rows and pw columns; for sw == 2 each
     padded row stored as its even columns, then its odd ones (half = ceil(width / 2) in),
@@ -325,98 +299,59 @@ def _pad_plane(xp, ph, pw, sw, buf):
 
 @kernel
 def depthwise_forward(x, w, bias, use_bias, sh, sw, ph, pw, dh, dw, y):
-    """y[n, m, oy, ox] = b[m] + sum_ij w[m, 0, i, j] x[n, m // mult, oy*sh - ph + i*dh,
-    ox*sw - pw + j*dw], summed from b in (i, j) order over the taps inside the plane.
-    3x3 with horizontal stride 1 or 2: each plane copied once into a zero border
-    (_pad_plane), then one vectorised pass per output row (_row3x3) over all its outputs
-    (stride 1: one pass over all rows at the padded pitch, then copied out);
-    the taps in the padding add w * 0, as in Caffe's im2col + GEMM (inf / NaN weights
-    there give NaN, as in Caffe).  Other strides, 3x3: outputs with every tap inside
-    (_row3x3, vectorised): stride 1 with the top as wide
-    as the bottom runs as one pass over the plane's interior rows flattened (tap (i, j) of
-    output k is x's element k + const; the border columns, which read the neighbouring row
-    there, are then recomputed); other strides one pass per row.
-    Border columns of those rows: per column, the taps inside (_column_taps).  The rest
-    (border rows, other kernels): one tap at a time over each row's span.  Every path
-    sums each output's taps in the same order, so the paths agree bit for bit."""
+    """y[n, m, oy, ox] = b[m] + sum_ij w[m, 0, i, j] P[oy*sh + i*dh, ox*sw + j*dw], summed from
+    b in (i, j) order, P the plane x[n, m // mult] inside a zero border of ph rows and pw
+    columns: Caffe's im2col + GEMM, so the taps in the padding add w * 0 (inf / NaN weights
+    there give NaN, as in Caffe).  Each plane is copied once into the border (_pad_plane;
+    3x3 with horizontal stride 2: even columns, then odd, so that each tap reads consecutive
+    values); 3x3 then runs one vectorised pass per output row (_row3x3; stride 1: all rows in
+    one pass at the padded pitch, then copied out), other kernels one tap at a time over
+    each output row (_axpy)."""
     n_count, c, height, width = x.shape
     m_count, oh, ow = y.shape[1], y.shape[2], y.shape[3]
     kh, kw = w.shape[2], w.shape[3]
     mult = m_count // c
     three = kh == 3 and kw == 3
-    rlo, rhi = _interior(oh, kh, sh, ph, dh, height)
-    clo, chi = _interior(ow, kw, sw, pw, dw, width)
-    inner = rhi > rlo and chi > clo
-    padded = three and (sw == 1 or sw == 2)
-    flat = three and inner and sh == 1 and sw == 1 and ow == width
-    xf = x.reshape(n_count * c, height * width)
-    yf = y.reshape(n_count * m_count, oh * ow)
-    # the padded plane, large enough for every tap (Caffe's output size truncates toward
-    # zero, so a window may reach past the padding: those taps read the zero border too)
-    hp = max(height + 2 * ph, (oh - 1) * sh + 2 * dh + 1)
-    wp = max(width + 2 * pw, (ow - 1) * sw + 2 * dw + 1)
+    split = 2 if three and sw == 2 else 1
+    # large enough for every tap: Caffe's output size truncates toward zero, so a window
+    # may reach past the padding (those taps read the zero border too)
+    hp = max(height + 2 * ph, (oh - 1) * sh + (kh - 1) * dh + 1)
+    wp = max(width + 2 * pw, (ow - 1) * sw + (kw - 1) * dw + 1)
+    flat = three and sh == 1 and sw == 1 and oh > 0 and ow > 0
     for t in prange(n_count * m_count):
         n, m = t // m_count, t % m_count
-        p = n * c + m // mult
-        xp, yp, wm = x[n, m // mult], y[n, m], w[m, 0]
+        yp, wm = y[n, m], w[m, 0]
         b = bias[m] if use_bias else y.dtype.type(0)
-        if padded:
-            buf = np.empty((hp, wp), x.dtype)
-            _pad_plane(xp, ph, pw, sw, buf)
-            half = (wp + 1) // 2 if sw == 2 else 0
-            c0, c1, c2 = 0, dw, 2 * dw
-            if sw == 2:
-                c1, c2 = dw // 2 + (dw % 2) * half, dw
-            if sh == 1 and sw == 1 and oh > 0 and ow > 0:
-                # all rows as one pass: outputs at the padded row pitch wp (tap (i, j) of
-                # output k is the padded plane's element k + i*dh*wp + j*dw), then copied out
-                flat_n = (oh - 1) * wp + ow
-                bf = buf.reshape(hp * wp)
-                out = np.empty(flat_n, x.dtype)
-                out[:] = b
-                _row3x3(bf, bf[dh * wp:], bf[2 * dh * wp:], wm, out, 1, c0, c1, c2)
-                for oy in range(oh):
-                    ys = yp[oy]
-                    for q in range(ow):
-                        ys[_u(q)] = out[_u(oy * wp + q)]
-                continue
-            for oy in range(oh):
-                ys, r = yp[oy], oy * sh
-                ys[:] = b
-                _row3x3(buf[r], buf[r + dh], buf[r + 2 * dh], wm, ys, 1, c0, c1, c2)
-            continue
+        buf = np.empty((hp, wp), x.dtype)
+        _pad_plane(x[n, m // mult], ph, pw, split, buf)
+        half = (wp + 1) // 2 if split == 2 else 0
+        c0, c1, c2 = 0, dw, 2 * dw
+        if split == 2:            # tap j at padded column 2*ox + j*dw: even or odd half
+            c1, c2 = dw // 2 + (dw % 2) * half, dw
         if flat:
-            k0, k1 = rlo * width + clo, (rhi - 1) * width + chi
-            ys, xs = yf[t, k0:k1], xf[p]
-            ys[:] = b
-            a, e = k0 - ph * width - pw, k1 - k0 + 2 * dw     # tap (0, 0) of output k0
-            _row3x3(xs[a:a + e], xs[a + dh * width:a + dh * width + e],
-                    xs[a + 2 * dh * width:a + 2 * dh * width + e], wm, ys, 1, 0, dw, 2 * dw)
-        if three:
-            for ox in range(clo):
-                _column_taps(xp, wm, b, yp, ox, rlo, rhi, sh, sw, ph, pw, dh, dw)
-            for ox in range(chi, ow):
-                _column_taps(xp, wm, b, yp, ox, rlo, rhi, sh, sw, ph, pw, dh, dw)
+            # tap (i, j) of output k (at the padded pitch wp) is element k + i*dh*wp + j*dw
+            bf = buf.reshape(hp * wp)
+            out = np.empty((oh - 1) * wp + ow, x.dtype)
+            out[:] = b
+            _row3x3(bf, bf[dh * wp:], bf[2 * dh * wp:], wm, out, 1, c0, c1, c2)
+            for oy in range(oh):
+                ys = yp[oy]
+                for q in range(ow):
+                    ys[_u(q)] = out[_u(oy * wp + q)]
+            continue
         for oy in range(oh):
-            ys, y0 = yp[oy], oy * sh - ph
-            if three and oy >= rlo and oy < rhi:
-                if flat or chi <= clo:
-                    continue
-                ys[clo:chi] = b
-                q, e = clo * sw - pw, (chi - 1) * sw - pw + 2 * dw + 1
-                _row3x3(xp[y0, q:e], xp[y0 + dh, q:e], xp[y0 + 2 * dh, q:e], wm,
-                        ys[clo:chi], sw, 0, dw, 2 * dw)
-                continue
+            ys, r = yp[oy], oy * sh
             ys[:] = b
+            if three and split == 2:
+                _row3x3(buf[r], buf[r + dh], buf[r + 2 * dh], wm, ys, 1, c0, c1, c2)
+                continue
+            if three:
+                _row3x3(buf[r], buf[r + dh], buf[r + 2 * dh], wm, ys, sw, c0, c1, c2)
+                continue
             for i in range(kh):
-                yy = y0 + i * dh
-                if yy < 0 or yy >= height:
-                    continue
+                row = buf[r + i * dh]
                 for j in range(kw):
-                    xoff = j * dw - pw
-                    lo, hi = _span(ow, xoff, sw, width)
-                    if hi > lo:
-                        _axpy(ys[lo:hi], wm[i, j], xp[yy, lo * sw + xoff:], sw)
+                    _axpy(ys, wm[i, j], row[j * dw:], sw)
 
 
 @kernel

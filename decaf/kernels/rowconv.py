@@ -298,8 +298,8 @@ class RowConv:
             dz = scratch(np, self.dtype, "col", rows.per_image() * nb).reshape(rows.shape(nb))
             dz[...] = 0
             for g in range(self.group):
-                zb = dz[g].ctypes.data
-                zstep = self.sh * self.cg * self.kw * q * it
+                zr = rows.row_views(dz, g)     # rows of rk = C/group*kw (+ 1 ones row) each
+                zb, zstep = zr.ctypes.data, zr.strides[0]
                 for oy in range(self.oh):      # dZ[oy] += W'_g^T @ dY[g, oy] (overlapping)
                     gemm(rm, tr, nt, k, q, mg, 1.0, wt[g].ctypes.data, k,
                          db_ + (g * mg * self.oh + oy) * q * it, ldy, 1.0, zb + oy * zstep, q)

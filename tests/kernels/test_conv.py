@@ -59,6 +59,33 @@ def test_im2col_col2im_match_caffe(spatial, kernel, stride, pad, dilation):
     np.testing.assert_array_equal(dx[:2], 7.0)                   # other images untouched
 
 
+def test_span_stays_within_the_outputs():
+    """A kernel column wholly left of the plane by more than the output width (a 1-wide
+    plane, dilation 3, pad 3): lo must not pass the output count, or im2col's zeros for
+    o < lo spill into the next row's segment of the column buffer."""
+    assert K._span(1, -3, 1, 1) == (1, 1)
+    assert K._span(2, -9, 2, 5) == (2, 2)
+    assert K._span(4, -3, 2, 5) == (2, 4)
+
+
+def test_im2col_in_parallel_with_columns_left_of_the_plane(monkeypatch):
+    """The spill raced with the thread writing the next segment (wrong in ~80 % of runs)."""
+    from decaf.kernels import jit
+    monkeypatch.setattr(jit, "PARALLEL_MIN_ELEMENTS", 0)
+    x = np.random.RandomState(0).standard_normal((2, 1, 3, 1)) + 5
+    want = ref_im2col(x, (3, 3), (1, 1), (0, 3), (1, 3)).reshape(2, 9, 1)
+    want = want.transpose(1, 0, 2).reshape(9, 2)
+    old = threads.get_num_threads()
+    threads.set_num_threads(2)
+    try:
+        for _ in range(100):
+            col = np.full(want.shape, np.nan)
+            K.im2col(x, 0, 3, 3, 1, 1, 0, 3, 1, 3, 1, 1, col)
+            np.testing.assert_array_equal(col, want)
+    finally:
+        threads.set_num_threads(old)
+
+
 def test_compiled_plan_is_im2col_in_ckn_order():
     x = np.random.RandomState(1).standard_normal((2, 3, 6, 5)).astype(np.float32)
     plan = CompiledIm2Col((3, 6, 5), (3, 2), (1, 2), (1, 1), (1, 1), np.float32, (6, 3))
@@ -194,3 +221,23 @@ def test_conv_kernels_do_not_depend_on_the_thread_count():
         threads.set_num_threads(before)
     for a, b in zip(one, two):                  # every sum runs in one order per output
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kernel,stride", [((1, 2), (1, 1)), ((3, 3), (1, 1)), ((3, 3), (2, 2)),
+                                           ((3, 3), (1, 3)), ((2, 5), (2, 1))])
+def test_depthwise_padding_taps_multiply_zeros_as_caffe(kernel, stride):
+    """Caffe's im2col + GEMM multiplies the padding's zeros by the weights, so an inf weight on
+    a tap that lies in the padding makes that output NaN (inf * 0); every path agrees."""
+    pad = (kernel[0] // 2, kernel[1] // 2 if kernel[1] > 1 else 1)
+    x = np.ones((1, 2, 4, 5))
+    w = np.ones((2, 1) + kernel)
+    w[0, 0, 0, 0] = np.inf                     # top-left tap: in the padding at the border
+    b = np.zeros(2)
+    want = ref_conv(np.pad(x, ((0, 0), (0, 0), (pad[0],) * 2, (pad[1],) * 2)), w, b, stride,
+                    (0, 0), (1, 1), 2)       # the padded plane, every tap a product
+    y = np.full(want.shape, 7.0)
+    with np.errstate(invalid="ignore"):
+        K.depthwise_forward(x, w, b, True, *stride, *pad, 1, 1, y)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
+    assert np.isnan(y[0, 0, 0, 0]) and not np.isnan(y[0, 1]).any()
+    np.testing.assert_allclose(y[~np.isnan(y)], want[~np.isnan(want)], rtol=1e-12)

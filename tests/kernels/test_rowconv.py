@@ -152,6 +152,18 @@ def test_row_engine_matches_the_column_engine(monkeypatch, args, batch_inner, bl
         assert dx is None
 
 
+@pytest.mark.parametrize("args", CONV[:5])
+def test_row_engine_batch_inner_with_ones_rows(args):
+    """Batch-innermost columns with the ones rows (not a default pair: the constructor's
+    choice): the data gradient's rows are rk = C/group*kw + 1 apart."""
+    row, ref, out = engines(args, batch_inner=True, bias_row=True)
+    num, c, spatial, m, kernel = args[:5]
+    x, w = rand(num, c, *spatial), rand(m, c // args[-1], *kernel, seed=2)
+    b, dy = rand(m, seed=3), rand(num, m, *out, seed=4)
+    for got, want in zip(run(row, x, w, b, dy, out), run(ref, x, w, b, dy, out)):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("direct_limit", [1, 200, 1 << 18])
 @pytest.mark.parametrize("limit", [1, 150, 700])
 def test_row_engine_chunks(monkeypatch, limit, direct_limit):
