@@ -223,6 +223,7 @@ def test_conv_kernels_do_not_depend_on_the_thread_count():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")      # inf * 0, on purpose
 @pytest.mark.parametrize("kernel,stride", [((1, 2), (1, 1)), ((3, 3), (1, 1)), ((3, 3), (2, 2)),
                                            ((3, 3), (1, 3)), ((2, 5), (2, 1))])
 def test_depthwise_padding_taps_multiply_zeros_as_caffe(kernel, stride):
