@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from . import cblas
+from . import cblas, gemm as programs
 
 try:  # BLAS with beta = 1 accumulates without a temporary
     from scipy.linalg import blas as _scipy_blas
@@ -75,7 +75,8 @@ def gemm_accumulate(a, b, c):
     arrays (CuPy, odd strides) compute the product, then add it.  With decaf.kernels.cblas any operands
     with one unit stride each are taken in place, strided windows of bigger buffers included.
     """
-    if _blas is None and _use_cblas and type(c) is np.ndarray and cblas.gemm(a, b, c, 1.0, 1.0):
+    if (_blas is None and _use_cblas and type(c) is np.ndarray
+            and programs.gemm(a, b, c, 1.0, 1.0)):
         return c
     if can_accumulate(a, b, c):
         gemm = _blas.sgemm if c.dtype == np.float32 else _blas.dgemm
@@ -91,6 +92,14 @@ def gemm_accumulate(a, b, c):
     xp = _array_module(c)
     c += xp.matmul(a, b)
     return c
+
+
+def matmul(a, b, out):
+    """out = a @ b for 2-D arrays (NumPy's ``matmul(a, b, out=out)``); a large NumPy product is
+    split over the threads where one pool runs them (decaf.kernels.gemm)."""
+    if not (_use_cblas and type(out) is np.ndarray and programs.gemm(a, b, out)):
+        _array_module(out).matmul(a, b, out=out)
+    return out
 
 
 def _array_module(a):

@@ -220,6 +220,9 @@ def _operand(m):
     return None
 
 
+operand = _operand
+
+
 def gemm(a, b, c, alpha=1.0, beta=0.0):
     """c = alpha * a @ b + beta * c for 2-D NumPy arrays, in place, with their strides.
 

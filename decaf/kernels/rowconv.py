@@ -11,9 +11,9 @@ import threading
 
 import numpy as np
 
-from . import cblas
+from . import cblas, gemm as programs
 from .blas import can_accumulate, gemm_accumulate
-from .im2col import RowIm2Col, _as_strided
+from .im2col import RowIm2Col
 
 # Largest column buffer (in elements) built at once (the plain im2col engine's bound too).
 COL_BUFFER_ELEMENTS = 1 << 20
@@ -37,6 +37,10 @@ SHIFT_WGRAD_MAX_KW = 3
 PAIRED_ROWS = True
 # Top-diff rows reordered at once for the weight gradient of a layer with no data gradient.
 ROW_BLOCK_ELEMENTS = 1 << 18
+# On more than one thread the BLAS-layout weight gradients sum their output rows in this many
+# blocks, each into its own accumulator (decaf.kernels.gemm.Shape.accumulate; a constant, so
+# that the sums are the same at 2 threads or 16)
+WGRAD_PARTS = 2
 
 # Column and GEMM scratch arrays live only within one forward/backward call, so all layers of a
 # thread share them (as one workspace), instead of each layer keeping its own.
@@ -134,6 +138,7 @@ class RowConv:
         self.direct = xp is np and not batch_inner
         self.gemm = gemm if batch_inner else None
         self.bi = self.gemm is not None
+        self.gemm_direct = self.direct and cblas.available(dtype)
         # shifted GEMMs need kh*C/group rows per GEMM to pay off (CIFAR conv1's 15 do not)
         self.shift = (self.bi and group == 1 and stride[1] == 1
                       and self.kh * self.cg >= SHIFT_MIN_ROWS)
@@ -229,8 +234,7 @@ class RowConv:
         return img
 
     def _bi_forward(self, x, w, bias, y, post=None):
-        gemm, m, it = self.gemm, self.m, self.dtype.itemsize
-        rm, nt = cblas.ROW_MAJOR, cblas.NO_TRANS
+        m, it, nt = self.m, self.dtype.itemsize, cblas.NO_TRANS
         if self.shift:
             kc = self.kh * self.cg
             wb = self._shift_weights(w).ctypes.data
@@ -241,25 +245,20 @@ class RowConv:
             q = self.ow * nb
             yt = self._yt("gemm", nb)
             yb, ldy = yt.ctypes.data, self.oh * q
-            if self.shift:
+            if self.shift:    # Y[oy] (+)= W_j @ I[oy*sh : +kh, :, j : j+ow]
                 img = self._shift_image(x[n0:n1])
                 step, ld = self.sh * self.cg * self.wz * nb * it, self.wz * nb
-                ib = img.ctypes.data
-                for oy in range(self.oh):
-                    for j in range(self.kw):   # Y[oy] (+)= W_j @ I[oy*sh : +kh, :, j : j+ow]
-                        gemm(rm, nt, nt, m, q, kc, 1.0, wb + j * m * kc * it, kc,
-                             ib + oy * step + j * nb * it, ld, 1.0 if j else 0.0,
-                             yb + oy * q * it, ldy)
-            else:
+                ptrs = programs.grid((wb, 0, m * kc * it), (img.ctypes.data, step, nb * it),
+                                     (yb, q * it, 0), self.oh, self.kw)
+                programs.Shape(self.dtype, nt, nt, m, q, kc, kc, ld, ldy).rows(ptrs)
+            else:             # Y[g, oy] = W'_g @ Z[oy]
                 z = self.rows.build(x[n0:n1])
                 k, mg = self.k, self.mg
-                for g in range(self.group):
-                    zr = self.rows.row_views(z, g)
-                    zb, zstep = zr.ctypes.data, zr.strides[0]
-                    for oy in range(self.oh):  # Y[g, oy] = W'_g @ Z[oy]
-                        gemm(rm, nt, nt, mg, q, k, 1.0, wt[g].ctypes.data, k,
-                             zb + oy * zstep, q, 0.0, yb + (g * mg * self.oh + oy) * q * it,
-                             ldy)
+                ptrs = np.concatenate([programs.grid(
+                    (wt[g].ctypes.data, 0, 0), self._row_grid(z, g),
+                    (yb + g * mg * self.oh * q * it, q * it, 0), self.oh)
+                    for g in range(self.group)])
+                programs.Shape(self.dtype, nt, nt, mg, q, k, k, q, ldy).rows(ptrs)
             self._from_yt(yt, y[n0:n1], bias)
             if post is not None:
                 post(n0, n1)
@@ -267,29 +266,27 @@ class RowConv:
     def _bi_backward(self, ydiff, x, w, dw, db, xdiff):
         if self.shift_wgrad and dw is not None:
             return self._shift_backward(ydiff, x, w, dw, db, xdiff)
-        gemm, it, k, mg = self.gemm, self.dtype.itemsize, self.k, self.mg
-        rm, nt, tr = cblas.ROW_MAJOR, cblas.NO_TRANS, cblas.TRANS
+        it, k, mg, oh = self.dtype.itemsize, self.k, self.mg, self.oh
+        nt, tr = cblas.NO_TRANS, cblas.TRANS
         wt = self._weights(w)
         wj = self._shift_weights(w) if self.shift and xdiff is not None else None
         if dw is not None:
             self.dwt[...] = 0
+            bases, extra = self._parts(self.dwt)
         same_chunks = self.nbs == self.nb      # the shifted data gradient reuses each dY chunk
         for n0, n1 in self.chunks():
             nb = n1 - n0
             q = self.ow * nb
             dyt = self._to_yt(ydiff[n0:n1], "gemm")
-            db_, ldy = dyt.ctypes.data, self.oh * q
+            db_, ldy = dyt.ctypes.data, oh * q
             if db is not None:
                 self._bias_grad(dyt, db)
-            if dw is not None:
+            if dw is not None:                 # dW'^T_g += Z[oy] @ dY[g, oy]^T
                 z = self.rows.build(x[n0:n1])
-                for g in range(self.group):
-                    zr = self.rows.row_views(z, g)
-                    zb, zstep = zr.ctypes.data, zr.strides[0]
-                    dwb = self.dwt[g].ctypes.data
-                    for oy in range(self.oh):  # dW'^T_g += Z[oy] @ dY[g, oy]^T
-                        gemm(rm, nt, tr, k, mg, q, 1.0, zb + oy * zstep, q,
-                             db_ + (g * mg * self.oh + oy) * q * it, ldy, 1.0, dwb, mg)
+                ptrs = np.concatenate([programs.grid(
+                    self._row_grid(z, g), (db_ + g * mg * oh * q * it, q * it, 0),
+                    (self.dwt[g].ctypes.data, 0, 0), oh) for g in range(self.group)], axis=1)
+                programs.Shape(self.dtype, nt, tr, k, mg, q, q, ldy, mg).accumulate(ptrs, bases)
             if wj is not None and same_chunks:
                 self._shift_data_grad(wj, dyt, xdiff[n0:n1])
             if xdiff is None or wj is not None:
@@ -297,14 +294,15 @@ class RowConv:
             rows = self.rows
             dz = scratch(np, self.dtype, "col", rows.per_image() * nb).reshape(rows.shape(nb))
             dz[...] = 0
-            for g in range(self.group):
-                zr = rows.row_views(dz, g)     # rows of rk = C/group*kw (+ 1 ones row) each
-                zb, zstep = zr.ctypes.data, zr.strides[0]
-                for oy in range(self.oh):      # dZ[oy] += W'_g^T @ dY[g, oy] (overlapping)
-                    gemm(rm, tr, nt, k, q, mg, 1.0, wt[g].ctypes.data, k,
-                         db_ + (g * mg * self.oh + oy) * q * it, ldy, 1.0, zb + oy * zstep, q)
+            # dZ[oy] += W'_g^T @ dY[g, oy]; rows oy*sh + i of dZ overlap (rk = C/group*kw
+            # (+ 1 ones row) values each)
+            ptrs = np.concatenate([programs.grid(
+                (wt[g].ctypes.data, 0, 0), (db_ + g * mg * oh * q * it, q * it, 0),
+                self._row_grid(dz, g), oh) for g in range(self.group)], axis=1)
+            self._overlapping(programs.Shape(self.dtype, tr, nt, k, q, mg, k, ldy, q), ptrs, dz)
             rows.fold(dz, xdiff[n0:n1])
         if dw is not None:
+            self._add_parts(self.dwt, extra)
             self._weight_diff(dw, None)
         if wj is not None and not same_chunks:
             # shifted data gradient: its own (larger) chunks, like the forward's
@@ -315,50 +313,98 @@ class RowConv:
         """Both gradients by shifted GEMMs on the zero-bordered image, chunk by chunk:
         weights    dW_j^T += I_j[oy] @ dY[oy]^T     (kh*C x M, beta = 1)
         data       dI_j[oy] += W_j^T @ dY[oy]       (_shift_data_grad)"""
-        gemm, m, kc, it = self.gemm, self.m, self.kh * self.cg, self.dtype.itemsize
+        m, kc, it = self.m, self.kh * self.cg, self.dtype.itemsize
         wj = self._shift_weights(w) if xdiff is not None else None
         dwj = None
         if dw is not None:
             dwj = scratch(self.xp, self.dtype, "shift_dw", self.kw * m * kc)
             dwj[...] = 0
-            dwb = dwj.ctypes.data
+            bases, extra = self._parts(dwj)
         for n0, n1 in self.chunks(self.nbs):
             nb = n1 - n0
             q = self.ow * nb
             dyt = self._to_yt(ydiff[n0:n1], "gemm")
             if db is not None:
                 self._bias_grad(dyt, db)
-            if dwj is not None:
+            if dwj is not None:        # dW_j^T += I[oy*sh : +kh, :, j : j+ow] @ dY[oy]^T
                 img = self._shift_image(x[n0:n1])
                 step, ld, ldy = self.sh * self.cg * self.wz * nb * it, self.wz * nb, self.oh * q
-                ib, yb = img.ctypes.data, dyt.ctypes.data
-                for oy in range(self.oh):
-                    for j in range(self.kw):   # dW_j^T += I[oy*sh : +kh, :, j : j+ow] @ dY[oy]^T
-                        gemm(cblas.ROW_MAJOR, cblas.NO_TRANS, cblas.TRANS, kc, m, q, 1.0,
-                             ib + oy * step + j * nb * it, ld, yb + oy * q * it, ldy, 1.0,
-                             dwb + j * m * kc * it, m)
+                ptrs = programs.grid((img.ctypes.data, step, nb * it),
+                                     (dyt.ctypes.data, q * it, 0),
+                                     (dwj.ctypes.data, 0, m * kc * it), self.oh, self.kw)
+                programs.Shape(self.dtype, cblas.NO_TRANS, cblas.TRANS, kc, m, q, ld, ldy,
+                               m).accumulate(ptrs, bases)
             if wj is not None:
                 self._shift_data_grad(wj, dyt, xdiff[n0:n1])
         if dwj is not None:        # dw[m, c, i, j] += dW_j^T[i*C + c, m]
+            self._add_parts(dwj, extra)
             dw += dwj.reshape(self.kw, self.kh, self.cg, m).transpose(3, 2, 1, 0)
 
     def _shift_data_grad(self, wj, dyt, xdiff):
-        gemm, m, kc, it = self.gemm, self.m, self.kh * self.cg, self.dtype.itemsize
+        m, kc, it = self.m, self.kh * self.cg, self.dtype.itemsize
         nb = xdiff.shape[0]
         q = self.ow * nb
         size = self.hz * self.cg * self.wz * nb
         gimg = scratch(self.xp, self.dtype, "shift_grad", size)
         gimg[...] = 0
         step, ld, ldy = self.sh * self.cg * self.wz * nb * it, self.wz * nb, self.oh * q
-        gb, db, wb = gimg.ctypes.data, dyt.ctypes.data, wj.ctypes.data
-        for oy in range(self.oh):
-            for j in range(self.kw):           # dI[oy*sh : +kh, :, j : j+ow] += W_j^T @ dY[oy]
-                gemm(cblas.ROW_MAJOR, cblas.TRANS, cblas.NO_TRANS, kc, q, m, 1.0,
-                     wb + j * m * kc * it, kc, db + oy * q * it, ldy, 1.0,
-                     gb + oy * step + j * nb * it, ld)
+        # dI[oy*sh : +kh, :, j : j+ow] += W_j^T @ dY[oy] (rows oy*sh + i of dI overlap)
+        ptrs = programs.grid((wj.ctypes.data, 0, m * kc * it), (dyt.ctypes.data, q * it, 0),
+                             (gimg.ctypes.data, step, nb * it), self.oh, self.kw)
+        self._overlapping(programs.Shape(self.dtype, cblas.TRANS, cblas.NO_TRANS, kc, q, m, kc,
+                                         ldy, ld), ptrs, gimg)
         gimg = gimg.reshape(self.hz, self.cg, self.wz, nb)
         self.rows.untransposed(gimg[self.ph:self.ph + self.h, :, self.pw:self.pw + self.w]
                                .transpose(1, 0, 2, 3), xdiff)
+
+    # -- GEMM programs (decaf.kernels.gemm) -----------------------------------------------------
+    def _direct_program(self, wt, rows, z, y):
+        """The direct forward's GEMMs Y[n, g, :, oy] = W'_g @ Z[oy][:, n*ow : +ow], one task
+        per image (same GEMMs as NumPy's batched matmul of the views)."""
+        nb, it, mg, ohw = y.shape[0], self.dtype.itemsize, self.mg, self.oh * self.ow
+        shape = programs.Shape(self.dtype, cblas.NO_TRANS, cblas.NO_TRANS, mg, self.ow, self.k,
+                               self.k, nb * self.ow, ohw)
+        ptrs = []
+        for g in range(self.group):
+            zb, zstep, _ = self._row_grid(z, g)
+            ptrs.append(programs.grid((wt[g].ctypes.data, 0, 0), (zb, self.ow * it, zstep),
+                                      (y.ctypes.data + g * mg * ohw * it, self.m * ohw * it,
+                                       self.ow * it), nb, self.oh))
+        shape.rows(np.concatenate(ptrs, axis=1), 0.0, 0.0)
+
+    def _row_grid(self, z, g):
+        """(base, row step, 0) of the row buffer's per-output-row matrices of group g."""
+        zr = self.rows.row_views(z, g)
+        return zr.ctypes.data, zr.strides[0], 0
+
+    def _overlapping(self, shape, ptrs, acc):
+        """A data gradient's GEMMs, whose output rows closer than kh / sh write overlapping
+        rows of ``acc``: in two phases of row blocks kept apart (Shape.phased); where the rows
+        are too few for that and the program runs in parallel, in two halves of the rows, the
+        second into a zeroed copy of ``acc`` added to it after."""
+        reach = -(-self.kh // self.sh)
+        if programs.parallel() and shape.phased_blocks(self.oh, reach) < 2:
+            bases, extra = self._parts(acc, 2, "dgrad_copy")
+            shape.accumulate(ptrs, bases, per_j=False)
+            self._add_parts(acc, extra)
+        else:
+            shape.phased(ptrs, reach)
+
+    def _parts(self, acc, parts=None, name="wgrad_parts"):
+        """Base addresses of the accumulators of ``acc`` (WGRAD_PARTS of them where programs run
+        in parallel, else 1): itself first, then zeroed copies, returned too for
+        ``_add_parts`` to sum into it."""
+        parts = parts or (WGRAD_PARTS if programs.parallel() else 1)
+        extra = scratch(self.xp, self.dtype, name, (parts - 1) * acc.size)
+        extra[...] = 0
+        extra = extra.reshape(parts - 1, acc.size)
+        return [acc.ctypes.data] + [row.ctypes.data for row in extra], extra
+
+    @staticmethod
+    def _add_parts(acc, extra):
+        flat = acc.reshape(-1)
+        for row in extra:
+            flat += row
 
     # -- both layouts ---------------------------------------------------------------------------
     def forward(self, x, w, bias, y, post=None):
@@ -375,9 +421,12 @@ class RowConv:
                 # one (M/group x ow) GEMM per (image, output row), written straight into the
                 # NCHW top (row stride oh*ow): as fast as the (oh, M, q) GEMMs plus no reorder;
                 # image-major order keeps each image's top rows together (15 % faster)
-                for g in range(self.group):
-                    yg = y[n0:n1, g * self.mg:(g + 1) * self.mg].transpose(0, 2, 1, 3)
-                    xp.matmul(wt[g], rows.image_views(z, g).transpose(1, 0, 2, 3), out=yg)
+                if self.gemm_direct and y.flags.c_contiguous:
+                    self._direct_program(wt, rows, z, y[n0:n1])
+                else:
+                    for g in range(self.group):
+                        yg = y[n0:n1, g * self.mg:(g + 1) * self.mg].transpose(0, 2, 1, 3)
+                        xp.matmul(wt[g], rows.image_views(z, g).transpose(1, 0, 2, 3), out=yg)
                 if bias is not None and not self.bias_row:
                     y[n0:n1] += bias.reshape(1, -1, 1, 1)
             else:
@@ -401,7 +450,8 @@ class RowConv:
         if dw is not None:
             self.dwt[...] = 0
         db_from_gemm = self.bias_row and dw is not None
-        blocked = self.fast and xdiff is None and dw is not None and not self.rows.batch_inner
+        blocked = (self.gemm_direct and self.fast and xdiff is None and dw is not None
+                   and not self.rows.batch_inner)
         for n0, n1 in self.chunks():
             nb = n1 - n0
             if blocked:
@@ -428,15 +478,18 @@ class RowConv:
         rb = max(1, min(self.oh, ROW_BLOCK_ELEMENTS // max(m * q, 1)))
         blk = scratch(self.xp, self.dtype, "dyrows", rb * m * q)
         zr = [self.rows.row_views(z, g) for g in range(self.group)]
-        pairs = zz = None
+        pairs = None
+        it, rk = z.itemsize, self.rows.rk
+        nt, tr = cblas.NO_TRANS, cblas.TRANS
         if (PAIRED_ROWS and self.group == 1 and self.rows.sh == 1 and self.oh > 1 and self.fast
                 and self.k >= 64):    # (LeNet's conv1, K = 30, loses to the extra products)
-            k2 = self.k + self.rows.rk
+            k2 = self.k + rk
             pairs = scratch(self.xp, self.dtype, "pairs", k2 * 2 * m).reshape(k2, 2 * m)
             pairs[...] = 0
-            it = z.itemsize
-            zz = _as_strided(self.xp, z[0], (self.oh - 1, k2, q),
-                             (self.rows.rk * q * it, q * it, it))
+            pair_bases, pair_extra = self._parts(pairs, name="pair_parts")
+            pair_gemm = programs.Shape(self.dtype, nt, tr, k2, 2 * m, q, q, q, 2 * m)
+        bases, extra = self._parts(self.dwt)
+        row_gemm = programs.Shape(self.dtype, nt, tr, self.k, mg, q, q, q, mg)
         for r0 in range(0, self.oh, rb):
             r1 = min(self.oh, r0 + rb)
             b = blk[:(r1 - r0) * m * q].reshape(r1 - r0, m, nb, self.ow)
@@ -445,18 +498,28 @@ class RowConv:
             if db is not None:
                 db += b.sum(axis=2).sum(axis=0)
             oy = r0
-            while pairs is not None and oy + 1 < r1:
+            if pairs is not None and r1 - r0 > 1:
                 # rows oy and oy + 1 in one GEMM: Z's rows of both (kh + 1 padded rows) times
                 # both rows' top diffs, twice the output channels per packed value of Z; the
                 # two diagonal blocks of the (K + rk) x 2M result are the wanted sums
-                gemm_accumulate(zz[oy], b[oy - r0:oy - r0 + 2].reshape(2 * m, q).T, pairs)
-                oy += 2
-            for g in range(self.group):
-                for o in range(oy, r1):
-                    gemm_accumulate(zr[g][o], b[o - r0, g * mg:(g + 1) * mg].T, self.dwt[g])
+                npair = (r1 - r0) // 2
+                ptrs = programs.grid((z.ctypes.data + r0 * rk * q * it, 2 * rk * q * it, 0),
+                                     (b.ctypes.data, 2 * m * q * it, 0),
+                                     (pairs.ctypes.data, 0, 0), npair)
+                pair_gemm.accumulate(ptrs, pair_bases)
+                oy += 2 * npair
+            if oy < r1:          # dW'^T_g += Z[o] @ dY[o, g]^T for the other rows
+                ptrs = np.concatenate([programs.grid(
+                    (zr[g].ctypes.data + oy * zr[g].strides[0], zr[g].strides[0], 0),
+                    (b.ctypes.data + ((oy - r0) * m + g * mg) * q * it, m * q * it, 0),
+                    (self.dwt[g].ctypes.data, 0, 0), r1 - oy) for g in range(self.group)],
+                    axis=1)
+                row_gemm.accumulate(ptrs, bases)
+        self._add_parts(self.dwt, extra)
         if pairs is not None:
+            self._add_parts(pairs, pair_extra)
             self.dwt[0] += pairs[:self.k, :m]
-            self.dwt[0] += pairs[self.rows.rk:, m:]
+            self.dwt[0] += pairs[rk:, m:]
 
     def _weight_grad(self, z, dy3):
         xp = self.xp

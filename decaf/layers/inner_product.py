@@ -5,7 +5,7 @@ weight is N x K (K x N with ``transpose``), Embed's is input_dim x num_output.
 """
 import numpy as np
 
-from ..kernels.blas import gemm_accumulate  # noqa: F401  (also imported from here by callers)
+from ..kernels.blas import gemm_accumulate, matmul  # noqa: F401  (also imported from here)
 from ..filler import fill
 from ..layer import Layer, register_layer
 from ._reshape_cache import remember, unchanged
@@ -73,16 +73,14 @@ class InnerProductLayer(Layer):
         remember(self, bottom, top)
 
     def forward(self, bottom, top):
-        xp = self.xp
         x = bottom[0].data.reshape(self.M, self.K)
         y = top[0].data.reshape(self.M, self.N)
         w = self.blobs[0].data
-        xp.matmul(x, w if self.transpose else w.T, out=y)
+        matmul(x, w if self.transpose else w.T, y)
         if self.bias_term:
             y += self.blobs[1].data
 
     def backward(self, top, propagate_down, bottom):
-        xp = self.xp
         dy = top[0].diff.reshape(self.M, self.N)
         x = bottom[0].data.reshape(self.M, self.K)
         if self.param_propagate_down[0]:
@@ -96,7 +94,7 @@ class InnerProductLayer(Layer):
         if propagate_down[0]:
             w = self.blobs[0].data
             dx = bottom[0].diff.reshape(self.M, self.K)
-            xp.matmul(dy, w.T if self.transpose else w, out=dx)
+            matmul(dy, w.T if self.transpose else w, dx)
 
 
 @register_layer("Embed")
