@@ -1,17 +1,17 @@
 """How decaf compiles a kernel: ``@kernel`` = Numba ``njit(cache=True)`` twice, serial and
 ``parallel=True`` (its ``prange`` loops on Numba's pool), and a call picks one.
 
-Waking Numba's pool costs 30-120 us per call (the ``workqueue`` layer's sleeping workers, see
-decaf.kernels.threads), more than a small kernel's whole work: a 16 x 9 bias pass took 50-126
-us in parallel against 0.5 us serial (benchmarks/NOTES.md, section 9).  So a call runs the
-serial compilation when decaf runs on one thread, or when its largest array holds fewer than
-``PARALLEL_MIN_ELEMENTS`` values (``STREAMING_MIN_ELEMENTS`` for a streaming pass, declared
-``@kernel(streaming=True)``: ReLU, Scale, BatchNorm, Eltwise, softmax, bias and layout moves, a
-few operations per value, whose second thread on this 2-core machine never paid for its
-wake-up, NOTES section 12); the parallel one otherwise.  Both compile the same source,
-and every kernel's parallel loop writes disjoint outputs in the serial loop's order per
-output, so the choice never changes a result (the serial one takes the parallel one's NumPy
-error model: a float division by zero gives inf / nan, as in a ``prange`` loop, no
+Waking Numba's pool costs 30-190 us per call with the ``workqueue`` layer's sleeping workers,
+2-15 us with OpenMP's (decaf.kernels.threads), more than a small kernel's whole work: a 16 x 9
+bias pass took 50-126 us in parallel (workqueue) against 0.5 us serial (benchmarks/NOTES.md,
+section 9).  So a call runs the serial compilation when decaf runs on one thread, or when its
+largest array holds fewer than a bar of values: ``PARALLEL_MIN_ELEMENTS``, or
+``STREAMING_MIN_ELEMENTS`` for a streaming pass (``@kernel(streaming=True)``: ReLU, Scale,
+BatchNorm, Eltwise, softmax, bias and layout moves, a few operations per value), and far lower
+bars with one OpenMP pool (``ONE_POOL_*``); the parallel one otherwise.  Both compile the
+same source, and every kernel's parallel loop writes disjoint outputs in the serial loop's
+order per output, so the choice never changes a result (the serial one takes the parallel
+one's NumPy error model: a float division by zero gives inf / nan, as in a ``prange`` loop, no
 exception).  Each compilation has its own cache entry (the serial copy of the function
 carries a ``_serial`` name), and is compiled on its first call.
 """
@@ -30,6 +30,11 @@ PARALLEL_MIN_ELEMENTS = 1 << 18
 # e.g. ReLU, Scale, BatchNorm, Eltwise), which on a 2-core machine gain nothing from a second
 # thread at any size and lose its wake-up (benchmarks/NOTES.md, section 12)
 STREAMING_MIN_ELEMENTS = 1 << 23
+# With one pool (decaf.kernels.threads.single_pool: OpenMP's workers wake in 2-15 us, and no
+# OpenBLAS pool spins beside them) the second thread pays from far smaller arrays: ReLU of 2^18
+# values 0.039 -> 0.020 ms, of 2^20 0.29 -> 0.15 ms (ResNet-20 at 2 threads 1.13x; NOTES 15)
+ONE_POOL_PARALLEL_MIN_ELEMENTS = 1 << 16
+ONE_POOL_STREAMING_MIN_ELEMENTS = 1 << 17
 
 
 def _renamed(fn, suffix):
@@ -58,7 +63,12 @@ class Kernel:
                 size = getattr(a, "size", 0)
                 if size > largest:
                     largest = size
-            if largest >= (STREAMING_MIN_ELEMENTS if self.streaming else PARALLEL_MIN_ELEMENTS):
+            if threads.single_pool():
+                bar = (ONE_POOL_STREAMING_MIN_ELEMENTS if self.streaming
+                       else ONE_POOL_PARALLEL_MIN_ELEMENTS)
+            else:
+                bar = STREAMING_MIN_ELEMENTS if self.streaming else PARALLEL_MIN_ELEMENTS
+            if largest >= bar:
                 return self.parallel(*args)
         return self.serial(*args)
 
