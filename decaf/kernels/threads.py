@@ -134,7 +134,17 @@ def apply():
         import numba        # (imported before decaf, Numba read its environment without ours)
         numba.config.THREADING_LAYER = os.environ["NUMBA_THREADING_LAYER"]
         set_num_threads(default_threads())
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_forked)
     return _STATE["threads"]
+
+
+def _forked():
+    """In a child forked from a decaf process everything runs on one thread: GNU OpenMP's
+    pool does not survive a fork (Numba aborts the child at its first parallel loop), and a
+    child of a multi-process data pipeline should not take every core again."""
+    if single_pool():
+        _STATE["threads"] = 1
 
 
 _prepare_numba()

@@ -43,18 +43,24 @@ def test_serial_and_parallel_compilations_agree_bitwise(two_threads):
             np.testing.assert_array_equal(a[i], b[i], err_msg=k.__name__)
 
 
+@pytest.mark.parametrize("one_pool", [False, True])
 @pytest.mark.parametrize("k, limit", [(elementwise.relu_forward, "STREAMING_MIN_ELEMENTS"),
                                       (pooling.max_forward, "PARALLEL_MIN_ELEMENTS")])
 def test_a_call_picks_parallel_only_for_large_work_on_several_threads(two_threads,
-                                                                      monkeypatch, k, limit):
-    # streaming passes (ReLU, ...) have their own, higher size limit (NOTES, section 12)
+                                                                      monkeypatch, k, limit,
+                                                                      one_pool):
+    # streaming passes (ReLU, ...) have their own, higher size limit (NOTES, section 12);
+    # with one OpenMP pool both limits are lower (NOTES, section 15)
     assert k.streaming == (limit == "STREAMING_MIN_ELEMENTS")
     assert jit.STREAMING_MIN_ELEMENTS > jit.PARALLEL_MIN_ELEMENTS
+    assert jit.ONE_POOL_STREAMING_MIN_ELEMENTS > jit.ONE_POOL_PARALLEL_MIN_ELEMENTS
+    monkeypatch.setattr(threads, "single_pool", lambda: one_pool)
+    bar = getattr(jit, ("ONE_POOL_" if one_pool else "") + limit)
     picked = []
     monkeypatch.setattr(k, "serial", lambda *a: picked.append("serial"))
     monkeypatch.setattr(k, "parallel", lambda *a: picked.append("parallel"))
-    small = np.zeros(getattr(jit, limit) - 1, np.float32)
-    large = np.zeros(getattr(jit, limit), np.float32)
+    small = np.zeros(bar - 1, np.float32)
+    large = np.zeros(bar, np.float32)
     k(small, small, np.float32(0))
     k(large, large, np.float32(0))
     threads.set_num_threads(1)
