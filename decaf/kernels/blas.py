@@ -95,10 +95,16 @@ def gemm_accumulate(a, b, c):
 
 
 def matmul(a, b, out):
-    """out = a @ b for 2-D arrays (NumPy's ``matmul(a, b, out=out)``); a large NumPy product is
-    split over the threads where one pool runs them (decaf.kernels.gemm)."""
-    if not (_use_cblas and type(out) is np.ndarray and programs.gemm(a, b, out)):
-        _array_module(out).matmul(a, b, out=out)
+    """out = a @ b (NumPy's ``matmul(a, b, out=out)``, batched over a leading axis too); on
+    more than one thread of one pool a large NumPy product is split over the threads
+    (decaf.kernels.gemm), since OpenBLAS then runs one thread."""
+    if _use_cblas and type(out) is np.ndarray and programs.parallel():
+        if out.ndim == 2 and programs.gemm(a, b, out):
+            return out
+        if out.ndim == 3 and a.ndim == b.ndim == 3 and all(
+                programs.gemm(a[i], b[i], out[i]) for i in range(out.shape[0])):
+            return out
+    _array_module(out).matmul(a, b, out=out)
     return out
 
 

@@ -19,8 +19,8 @@ import numpy as np
 
 from ..kernels import conv as kernels
 from ..kernels.rowconv import RowConv, scratch
-from ..kernels import cblas
-from ..kernels.blas import gemm_accumulate
+from ..kernels.blas import gemm_accumulate, matmul
+from ..kernels.gemm import gemm as gemm_split
 from ..kernels.elementwise import relu_forward
 from ..filler import fill
 from ..kernels.im2col import CompiledIm2Col, Im2Col, conv_output_shape, deconv_output_shape
@@ -56,8 +56,9 @@ COL_BLOCK_WEIGHTS = 4
 
 
 def _gemm(a, b, c):
-    """c = a @ b into a strided window c (BLAS with its leading dimension; NumPy otherwise)."""
-    if not cblas.gemm(a, b, c):
+    """c = a @ b into a strided window c (BLAS with its leading dimension, split over the
+    threads where one pool runs them; NumPy otherwise)."""
+    if not gemm_split(a, b, c):
         c[...] = a @ b
 
 def _axis_values(layer, cp, field, hw, num_spatial, default):
@@ -186,13 +187,13 @@ class _GemmConv:
     def to_col_side(self, col, wg, out, n0, n1, bias=None):
         """out[n0:n1] = W (*) columns (+ b)  (convolution forward / deconvolution backward)."""
         gm = self._gm(n1 - n0)
-        self.xp.matmul(wg, col, out=gm)
+        matmul(wg, col, gm)
         self.scatter(gm, out, n0, n1, bias)
 
     def to_image(self, gm, wg, out, n0, n1):
         """out[n0:n1] = col2im(W^T y)  (convolution backward-data / deconvolution forward)."""
         col = self._col(n1 - n0)
-        self.xp.matmul(wg.transpose(0, 2, 1), gm, out=col)
+        matmul(wg.transpose(0, 2, 1), gm, col)
         self.plan.col2im(col, out[n0:n1], order="ckn")
 
     def weight_grad(self, gm, col, dwg):
@@ -234,14 +235,14 @@ class _GemmConv:
         for n in range(self.num):
             yn = yf[n].reshape(self.group, self.mg, self.oc)
             if self.is_1x1:
-                self.xp.matmul(wg, x[n].reshape(self.group, self.kd, self.oc), out=yn)
+                matmul(wg, x[n].reshape(self.group, self.kd, self.oc), yn)
             else:
                 for oy0, oy1 in self.blocks:
                     col = self._block("col", oy0, oy1)
                     kernels.im2col_rows(x, n, oy0, oy1, *self.plan.args[:-2], ow,
                                         col.reshape(self.plan.col_rows, -1))
                     if len(self.blocks) == 1:
-                        self.xp.matmul(wg, col, out=yn)
+                        matmul(wg, col, yn)
                         continue
                     for g in range(self.group):
                         _gemm(wg[g], col[g], yn[g, :, oy0 * ow:oy1 * ow])
@@ -262,8 +263,8 @@ class _GemmConv:
                 if dwg is not None:
                     self.weight_grad(dyn, x[n].reshape(self.group, self.kd, self.oc), dwg)
                 if xdiff is not None:
-                    self.xp.matmul(wg.transpose(0, 2, 1), dyn,
-                                   out=xdiff[n].reshape(self.group, self.kd, self.oc))
+                    matmul(wg.transpose(0, 2, 1), dyn,
+                           xdiff[n].reshape(self.group, self.kd, self.oc))
                 continue
             if xdiff is not None:
                 xdiff[n] = 0

@@ -220,3 +220,35 @@ def test_a_forked_child_runs_on_one_thread():
         assert count == (1 if threads.single_pool() else 2)
     finally:
         threads.set_num_threads(before)
+
+
+@pytest.mark.parametrize("args", [
+    (3, 4, (9, 8), 6, (3, 3), (1, 1), (1, 1), 1),
+    (2, 6, (7, 7), 8, (3, 3), (2, 2), (1, 1), 2),
+    (2, 8, (6, 6), 16, (1, 1), (1, 1), (0, 0), 1),
+])
+@pytest.mark.parametrize("per_image", [False, True])
+def test_column_engine_with_split_gemms(parallel, args, per_image):
+    """The im2col engine's GEMMs split over two threads (blas.matmul, conv._gemm) against the
+    same engine on one thread, forward and both gradients."""
+    num, c, spatial, m, kernel, stride, pad, group = args
+    geom = (kernel, stride, pad, (1, 1))
+    out = conv_output_shape(spatial, kernel, stride, pad, (1, 1))
+    x, w = rand(num, c, *spatial), rand(m, c // group, *kernel, seed=2)
+    b, dy = rand(m, seed=3), rand(num, m, *out, seed=4)
+
+    def run():
+        eng = conv_mod._GemmConv(np, np.float64, num, (c,) + spatial, m, geom, group, out,
+                                 image_by_image=per_image)
+        assert eng.per_image == per_image
+        y = np.empty((num, m) + out)
+        eng.forward(x, w, b, y)
+        dw, db, dx = np.full_like(w, 0.5), np.full_like(b, 0.25), np.full_like(x, 7.0)
+        eng.backward(dy, x, w, dw, db, dx)
+        return y, dw, db, dx
+
+    two = run()
+    threads.set_num_threads(1)
+    one = run()
+    for a, e in zip(two, one):
+        np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-12)
