@@ -10,8 +10,10 @@ section 7); the shared scratch workspace of the convolution layers lives here to
 import threading
 
 import numpy as np
+from numba import prange
 
 from . import cblas, gemm as programs
+from .jit import kernel, u
 from .blas import can_accumulate, gemm_accumulate
 from .im2col import RowIm2Col
 
@@ -57,6 +59,18 @@ def scratch(xp, dtype, name, size):
     if buf is None or buf.size < size:
         buf = store[key] = xp.empty(int(size), dtype=dtype)
     return buf[:size]
+
+
+@kernel(streaming=True)
+def top_rows(dy, r0, out):
+    """out[r, c, n, x] = dy[n, c, r0 + r, x]: rows r0.. of the NCHW top diff, each row's
+    channels over (image, column) (the direct layout's weight gradient)."""
+    rows, m, nb, ow = out.shape
+    for rc in prange(rows * m):
+        r, c = rc // m, rc % m
+        for n in range(nb):
+            for x in range(ow):
+                out[u(r), u(c), u(n), u(x)] = dy[u(n), u(c), u(r0 + r), u(x)]
 
 
 class RowConv:
@@ -494,7 +508,7 @@ class RowConv:
         for r0 in range(0, self.oh, rb):
             r1 = min(self.oh, r0 + rb)
             b = blk[:(r1 - r0) * m * q].reshape(r1 - r0, m, nb, self.ow)
-            b[...] = ydiff[:, :, r0:r1].transpose(2, 1, 0, 3)
+            top_rows(ydiff, r0, b)
             b = b.reshape(r1 - r0, m, q)
             if db is not None:
                 db += b.sum(axis=2).sum(axis=0)
