@@ -40,6 +40,19 @@ def _program(f, ta, tb, k, alpha, lda, ldb, ldc, ptrs, betas, starts):
               betas[g], ptrs[g, 2], ldc)
 
 
+@kernel
+def _split(f, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, count, size,
+           rows):
+    """One GEMM in blocks of ``size`` rows (``rows``) or columns of C, a block per task."""
+    for p in prange((count + size - 1) // size):
+        i0 = p * size
+        span = min(size, count - i0)
+        if rows:
+            f(101, ta, tb, span, n, k, alpha, a + i0 * sa, lda, b, ldb, beta, c + i0 * sc, ldc)
+        else:
+            f(101, ta, tb, m, span, k, alpha, a, lda, b + i0 * sb, ldb, beta, c + i0 * sc, ldc)
+
+
 def run(dtype, ta, tb, m, n, k, alpha, lda, ldb, ldc, ptrs, betas, starts):
     """Run a program: ``ptrs`` (G, 3) int64 addresses of (A, B, C) per GEMM (or (G, 5) with
     each GEMM's own m and n last), ``betas`` (G,), ``starts`` (T + 1,) the first GEMM of each
@@ -165,23 +178,13 @@ def gemm(a, b, c, alpha=1.0, beta=0.0):
     if oa is None or ob is None:
         return cblas.gemm(a, b, c, alpha, beta)
     it = c.itemsize
-    parts = threads.get_num_threads()
-    rows_split = m >= n
-    count = m if rows_split else n
-    size = -(-count // parts)
+    rows = m >= n                   # blocks of rows of C (and of op(A)), else of columns
+    count = m if rows else n
+    size = -(-count // threads.get_num_threads())
     size = -(-size // SPLIT_ALIGN) * SPLIT_ALIGN
-    bounds = np.arange(0, count, size, dtype=np.int64)
-    ptrs = np.empty((len(bounds), 5), np.int64)
-    ptrs[:, 0], ptrs[:, 1], ptrs[:, 2] = a.ctypes.data, b.ctypes.data, c.ctypes.data
-    span = np.minimum(bounds + size, count) - bounds
-    if rows_split:                  # blocks of rows of C (and of op(A))
-        ptrs[:, 0] += bounds * (oa[1] if oa[0] == cblas.NO_TRANS else 1) * it
-        ptrs[:, 2] += bounds * n * it
-        ptrs[:, 3], ptrs[:, 4] = span, n
-    else:                           # blocks of columns of C (and of op(B))
-        ptrs[:, 1] += bounds * (1 if ob[0] == cblas.NO_TRANS else ob[1]) * it
-        ptrs[:, 2] += bounds * it
-        ptrs[:, 3], ptrs[:, 4] = m, span
-    run(c.dtype, oa[0], ob[0], m, n, k, alpha, oa[1], ob[1], n, ptrs,
-        np.full(len(bounds), beta, c.dtype), np.arange(len(bounds) + 1, dtype=np.int64))
+    sa = (oa[1] if oa[0] == cblas.NO_TRANS else 1) * it
+    sb = (1 if ob[0] == cblas.NO_TRANS else ob[1]) * it
+    _split.parallel(cblas.raw_gemm(c.dtype), oa[0], ob[0], m, n, k, c.dtype.type(alpha),
+                    a.ctypes.data, oa[1], sa, b.ctypes.data, ob[1], sb, c.dtype.type(beta),
+                    c.ctypes.data, n, (n if rows else 1) * it, count, size, rows)
     return True

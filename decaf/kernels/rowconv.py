@@ -374,8 +374,8 @@ class RowConv:
     # -- GEMM programs (decaf.kernels.gemm) -----------------------------------------------------
     def _direct_program(self, wt, rows, z, y):
         """The direct forward's GEMMs Y[n, g, :, oy] = W'_g @ Z[oy][:, n*ow : +ow], one task
-        per image, on more than one thread (on one, NumPy's batched matmul of the same views
-        is 4 % faster on res10 at batch 1)."""
+        per image, on more than one thread and image (otherwise NumPy's batched matmul of the
+        same views, 4 % faster on res10 at batch 1)."""
         nb, it, mg, ohw = y.shape[0], self.dtype.itemsize, self.mg, self.oh * self.ow
         shape = programs.Shape(self.dtype, cblas.NO_TRANS, cblas.NO_TRANS, mg, self.ow, self.k,
                                self.k, nb * self.ow, ohw)
@@ -436,7 +436,8 @@ class RowConv:
                 # one (M/group x ow) GEMM per (image, output row), written straight into the
                 # NCHW top (row stride oh*ow): as fast as the (oh, M, q) GEMMs plus no reorder;
                 # image-major order keeps each image's top rows together (15 % faster)
-                if self.gemm_direct and programs.parallel() and y.flags.c_contiguous:
+                if (self.gemm_direct and nb > 1 and programs.parallel()
+                        and y.flags.c_contiguous):
                     self._direct_program(wt, rows, z, y[n0:n1])
                 else:
                     for g in range(self.group):
