@@ -31,9 +31,10 @@ SHIFT_BUFFER_ELEMENTS = 1 << 21
 # (CIFAR conv1's 15 lose, ResNet-20's 3 x 16 = 48 win: benchmarks/NOTES.md, section 12).
 SHIFT_MIN_ROWS = 32
 # The shifted weight gradient (RowConv._shift_backward) for kernels up to this wide: it beats
-# the row buffer's GEMMs on 3 x 3 layers (ResNet-20's 16-channel ones by 0.9 of 4.9 ms) and
-# loses on 5 x 5 (CIFAR quick, LeNet: 2-8 %), whose kw narrower GEMMs each reread the image.
-SHIFT_WGRAD_MAX_KW = 3
+# the row buffer's GEMMs on 3 x 3 layers (ResNet-20's 16-channel ones by 0.9 of 4.9 ms) and,
+# since its GEMMs run as one compiled program, ties on 5 x 5 (CIFAR quick 1.00x, LeNet 1.02x at
+# one thread; 1.09x / 1.01x at two, where the row buffer's build is a serial pass; NOTES 15)
+SHIFT_WGRAD_MAX_KW = 5
 # Weight gradient of the direct layout: two output rows per GEMM when K >= 64 (see
 # _weight_grad_blocked).
 PAIRED_ROWS = True

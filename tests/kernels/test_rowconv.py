@@ -184,12 +184,15 @@ def test_row_engine_chunks(monkeypatch, limit, direct_limit):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("max_kw", [3, 5])
 @pytest.mark.parametrize("k", [5, 3])
 @pytest.mark.parametrize("shift_limit", [1, 3000, 1 << 21])
-def test_shift_engine_chunks(monkeypatch, shift_limit, k):
-    """Chunks of the shifted GEMMs; 3 x 3 takes the shifted weight gradient too
-    (_shift_backward: its dW_j accumulate over the chunks), 5 x 5 the row buffer's."""
+def test_shift_engine_chunks(monkeypatch, shift_limit, k, max_kw):
+    """Chunks of the shifted GEMMs; kernels up to SHIFT_WGRAD_MAX_KW wide take the shifted
+    weight gradient too (_shift_backward: its dW_j accumulate over the chunks), wider ones
+    the row buffer's."""
     monkeypatch.setattr(rowconv, "SHIFT_BUFFER_ELEMENTS", shift_limit)
+    monkeypatch.setattr(rowconv, "SHIFT_WGRAD_MAX_KW", max_kw)
     args = (5, 16, (6, 5), 5, (k, k), (1, 1), (k // 2, k // 2), 1)
     row, ref, out = engines(args, batch_inner=True)
     assert row.shift and (row.nbs < 5) == (shift_limit < 1 << 21)
