@@ -14,6 +14,31 @@ from .blob import Blob
 from .errors import LayerSetupError, UnknownLayerTypeError
 
 _REGISTRY = {}
+# Net.forward_backward's pass: a number while one runs, None otherwise (see stable_bottom)
+_PASS = [None, 0]
+
+
+class forward_backward_pass:
+    """``with forward_backward_pass(): forward; backward`` (Net.forward_backward, the solver's
+    iteration): nothing outside the net runs between the two, so a layer whose
+    ``stable_bottom`` the net set (no later layer overwrites its bottoms' memory) may keep
+    what its forward derived from its bottoms for its backward, keyed by ``current_pass()``."""
+
+    def __enter__(self):
+        _PASS[1] += 1
+        _PASS[0] = _PASS[1]
+        return self
+
+    def cancel(self):
+        """The bottoms' memory moved during the forward (a reshape): keep nothing."""
+        _PASS[0] = None
+
+    def __exit__(self, *exc):
+        _PASS[0] = None
+
+
+def current_pass():
+    return _PASS[0]
 
 
 def register_layer(type_name):
@@ -76,6 +101,9 @@ class Layer:
     # parameters): a net skips it while no blob changed either since its last full forward
     # (decaf.blob.shape_epoch; data layers, Python layers and DetectionOutput keep False)
     shape_only_reshape = False
+    # set by the net: no layer after this one writes memory its bottoms' data lives in, so
+    # within a forward_backward_pass the bottoms a backward reads are those its forward read
+    stable_bottom = False
 
     def __init__(self, layer_param):
         from .proto import caffe_pb2

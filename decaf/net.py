@@ -13,7 +13,7 @@ import numpy as np
 from . import backend, memory
 from .blob import Blob, shape_epoch
 from .errors import DecafError, NetError, OutOfMemoryError, ShapeMismatchError, WeightsError
-from .layer import create_layer
+from .layer import create_layer, forward_backward_pass
 from .net_build import filter_net, insert_splits
 from .proto import caffe_pb2
 from . import net_io
@@ -125,6 +125,7 @@ class Net:
         self._settled = None      # shape_epoch() after a full forward that changed no blob
         self._mark_quiet_outputs()
         self._backward_fusion = None
+        self._stable_epoch = None
         self._output_names = sorted(available)   # Caffe keeps them in a std::set
         for name in self._output_names:
             _log("This network produces output " + name, 242)
@@ -429,9 +430,29 @@ class Net:
         return self.forward_from_to(0, len(self.layers) - 1)
 
     def forward_backward(self):
-        loss = self.forward_loss()
-        self.backward_from_to()
+        """Caffe's Net::ForwardBackward.  Nothing outside the net runs between the two, so
+        layers with a stable bottom may keep what their forward derived from it (a
+        convolution's bordered image) for their backward (decaf.layer.forward_backward_pass)."""
+        epoch = shape_epoch()
+        if self._stable_epoch != epoch:
+            self._mark_stable_bottoms()
+            self._stable_epoch = epoch
+        with forward_backward_pass() as pass_:
+            loss = self.forward_loss()
+            if shape_epoch() != epoch:
+                pass_.cancel()
+            self.backward_from_to()
         return loss
+
+    def _mark_stable_bottoms(self):
+        """``layer.stable_bottom``: no later layer's top shares memory with its bottoms' data
+        (an in-place layer after it on its bottom, or on a Split top sharing it), and no
+        Python layer, which may write any blob, in the net."""
+        python = any(layer.type == "Python" for layer in self.layers)
+        for i, layer in enumerate(self.layers):
+            layer.stable_bottom = not python and layer.xp is np and not any(
+                np.may_share_memory(t.data, b.data) for b in self.bottom_vecs[i]
+                for tops in self.top_vecs[i + 1:] for t in tops)
 
     def forward(self, blobs=None, start=None, end=None, **kwargs):
         """pycaffe forward: set inputs from kwargs, run [start, end], return the outputs."""

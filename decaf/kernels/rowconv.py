@@ -12,7 +12,7 @@ import threading
 import numpy as np
 from numba import prange
 
-from . import cblas, gemm as programs
+from . import cblas, gemm as programs, layout
 from .jit import kernel, u
 from .blas import can_accumulate, gemm_accumulate
 from .im2col import RowIm2Col
@@ -167,6 +167,9 @@ class RowConv:
             if self.shift else None
         self._images = {}
         self._ones = None
+        # set by the layer: the forward_backward_pass in which the bottom stays unchanged
+        # from forward to backward (decaf.layer), else None; _kept: what self._images holds
+        self.token, self._kept = None, None
 
     def chunks(self, nb=None):
         nb = nb or self.nb
@@ -238,14 +241,18 @@ class RowConv:
         self.wj.reshape(self.kw, self.m, self.kh, self.cg)[...] = w.transpose(3, 0, 2, 1)
         return self.wj
 
-    def _shift_image(self, x):
-        """The chunk x (nb, C, H, W) in the zero-bordered image I (Hz, C, Wz, nb)."""
+    def _shift_image(self, x, reuse=False):
+        """The chunk x (nb, C, H, W) in the zero-bordered image I (Hz, C, Wz, nb); ``reuse``
+        (the backward): as the forward left it, if that was x in the same pass."""
         nb = x.shape[0]
         img = self._images.get(nb)
         if img is None:          # the border stays zero: only the interior is ever written
             img = self._images[nb] = self.xp.zeros((self.hz, self.cg, self.wz, nb), self.dtype)
-        xt = self.rows.transposed(x)                 # (C, H, W, nb)
-        img[self.ph:self.ph + self.h, :, self.pw:self.pw + self.w] = xt.transpose(1, 0, 2, 3)
+        key = None if self.token is None else (self.token, x.ctypes.data, x.shape, x.strides)
+        if not (reuse and key is not None and self._kept == key):
+            layout.to_bordered(x, img, self.ph, self.pw,
+                               scratch(self.xp, self.dtype, "bordered", x.size))
+        self._kept = key
         return img
 
     def _bi_forward(self, x, w, bias, y, post=None):
@@ -342,7 +349,7 @@ class RowConv:
             if db is not None:
                 self._bias_grad(dyt, db)
             if dwj is not None:        # dW_j^T += I[oy*sh : +kh, :, j : j+ow] @ dY[oy]^T
-                img = self._shift_image(x[n0:n1])
+                img = self._shift_image(x[n0:n1], reuse=True)
                 step, ld, ldy = self.sh * self.cg * self.wz * nb * it, self.wz * nb, self.oh * q
                 ptrs = programs.grid((img.ctypes.data, step, nb * it),
                                      (dyt.ctypes.data, q * it, 0),
@@ -368,9 +375,8 @@ class RowConv:
                              (gimg.ctypes.data, step, nb * it), self.oh, self.kw)
         self._overlapping(programs.Shape(self.dtype, cblas.TRANS, cblas.NO_TRANS, kc, q, m, kc,
                                          ldy, ld), ptrs, gimg)
-        gimg = gimg.reshape(self.hz, self.cg, self.wz, nb)
-        self.rows.untransposed(gimg[self.ph:self.ph + self.h, :, self.pw:self.pw + self.w]
-                               .transpose(1, 0, 2, 3), xdiff)
+        layout.from_bordered(gimg.reshape(self.hz, self.cg, self.wz, nb), self.ph, self.pw,
+                             xdiff, scratch(self.xp, self.dtype, "bordered", xdiff.size))
 
     # -- GEMM programs (decaf.kernels.gemm) -----------------------------------------------------
     def _direct_program(self, wt, rows, z, y):

@@ -24,7 +24,7 @@ from ..kernels.gemm import gemm as gemm_split
 from ..kernels.elementwise import relu_forward
 from ..filler import fill
 from ..kernels.im2col import CompiledIm2Col, Im2Col, conv_output_shape, deconv_output_shape
-from ..layer import Layer, register_layer
+from ..layer import Layer, current_pass, register_layer
 from ._reshape_cache import remember, unchanged
 from ..errors import ShapeMismatchError
 
@@ -472,11 +472,19 @@ class ConvolutionLayer(BaseConvolutionLayer):
         bias = self.blobs[1].data if self.bias_term else None
         img = (self.num, self.channels) + self.in_spatial
         out = (self.num, self.num_output) + self.out_spatial
+        self._pass_token()
         for b, t in zip(bottom, top):
             self.engine.forward(b.data.reshape(img), w, bias, t.data.reshape(out))
 
     def backward(self, top, propagate_down, bottom):
+        self._pass_token()
         self._engine_backward(top, propagate_down, bottom)
+
+    def _pass_token(self):
+        """The row engine's backward reuses its forward's bordered image within one
+        forward_backward_pass where the bottom is stable (decaf.layer, RowConv.token)."""
+        if isinstance(self.engine, RowConv):
+            self.engine.token = current_pass() if self.stable_bottom else None
 
     def forward_relu(self, bottom, top, slope):
         """forward, then the in-place ReLU(slope) that follows it at inference (net_fuse):
