@@ -8,6 +8,8 @@ head's top blob:
     Convolution -> BatchNorm (use_global_stats) [-> Scale] [-> ReLU]
                                  ConvolutionLayer.forward_post: normalize_affine (below) on
                                  each chunk of images the convolution has just written
+    Convolution [-> ...] -> Pooling (MAX, AVE; its bottom: the chain's top, kept as it is)
+                                 PoolingLayer.forward_images on each chunk, after the rest
     BatchNorm (use_global_stats) [-> Scale] [-> ReLU]     decaf.kernels.batchnorm.normalize_affine
     Scale                        -> ReLU                 decaf.kernels.elementwise.affine_forward
     Eltwise SUM                  -> ReLU                 decaf.kernels.eltwise (ReLU in the last pass)
@@ -51,6 +53,18 @@ def _follower(net, j, blob, kind):
     if j >= len(net.layers) or net.layers[j].type != kind or net.layer_need_backward[j]:
         return False
     return not any(net.layers[j].loss_weights) and _inplace_on(net, j, blob)
+
+
+def _tail(net, j, blob):
+    """1 if layer j pools ``blob`` (MAX, AVE; its only bottom) into one top, which it can do
+    image by image after a convolution chain, else 0.  (An Eltwise SUM tail, tried: slower,
+    benchmarks/NOTES.md section 17.)"""
+    if j >= len(net.layers) or net.layer_need_backward[j]:
+        return 0
+    layer, bottoms = net.layers[j], net.bottom_vecs[j]
+    if any(layer.loss_weights) or len(net.top_vecs[j]) != 1 or layer.type != "Pooling":
+        return 0
+    return int(layer.fusible() and len(bottoms) == 1 and bottoms[0] is blob)
 
 
 def _head_ok(net, i):
@@ -97,10 +111,10 @@ def plan(net):
     while i < len(net.layers):
         top, j = net.top_vecs[i][0] if net.top_vecs[i] else None, i + 1
         if _head_ok(net, i):
-            if net.layers[i].type == "Convolution" and _follower(net, j, top, "BatchNorm") \
-                    and _head_ok(net, j):
+            conv = net.layers[i].type == "Convolution"
+            if conv and _follower(net, j, top, "BatchNorm") and _head_ok(net, j):
                 j += 1                       # Convolution -> BatchNorm [-> Scale] [-> ReLU]
-            elif net.layers[i].type == "Convolution" and not _follower(net, j, top, "ReLU"):
+            elif conv and not (_follower(net, j, top, "ReLU") or _tail(net, j, top)):
                 i += 1
                 continue
             if net.layers[j - 1].type == "BatchNorm" and _follower(net, j, top, "Scale") \
@@ -108,6 +122,8 @@ def plan(net):
                 j += 1
             if _follower(net, j, top, "ReLU"):
                 j += 1
+            if conv:
+                j += _tail(net, j, top)      # ... [-> Pooling | -> Eltwise SUM [-> ReLU]]
         if j == i + 1 and _train_head_ok(net, i):
             if net.layers[i].type == "BatchNorm" and _train_follower(net, j, top, "Scale"):
                 j += 1
@@ -174,32 +190,45 @@ def run(net, i, last, settled=False):
         if not (settled and net.layers[k].shape_only_reshape):
             net.layers[k].reshape(net.bottom_vecs[k], net.top_vecs[k])
     head, bottom, top = net.layers[i], net.bottom_vecs[i], net.top_vecs[i][0]
-    scale = relu = None
+    scale = relu = pool = None
     for layer in net.layers[i + 1:last + 1]:
         if layer.type == "Scale":
             scale = layer
         elif layer.type == "ReLU":
             relu = layer
+        elif layer.type == "Pooling":
+            pool = layer
     dt = top.dtype.type
     slope = dt(relu.slope if relu is not None else 0.0)
     bn = next((l for l in net.layers[i:last + 1] if l.type == "BatchNorm"), None)
     if bn is not None and scale is not None and scale._dims != (bn._n, bn.channels, bn._s):
         return False                             # not a per-channel Scale: layer by layer
-    if head.type == "Convolution" and bn is None:
+    if head.type == "Convolution" and bn is None and pool is None:
         head.forward_relu(bottom, [top], slope)
     elif head.type == "Convolution":
-        # the BatchNorm [Scale] [ReLU] pass on each chunk of images as soon as the
-        # convolution has written it (still in cache); their operations, in their order
-        y = bn._view(top.data)
-        mean = bn.statistics(y)
-        s, b = _scale_bias(scale, bn._std)
-        has_s, has_b = scale is not None, scale is not None and scale.bias_index is not None
+        # the BatchNorm [Scale] [ReLU] pass, then the Pooling, on each chunk of images as
+        # soon as the convolution has written it (still in cache); their operations, in order
+        epilogue = None
+        if bn is not None:
+            y = bn._view(top.data)
+            mean = bn.statistics(y)
+            s, b = _scale_bias(scale, bn._std)
+            has_s, has_b = scale is not None, scale is not None and scale.bias_index is not None
+            if head.writes_epilogue:          # the engine applies them row by row
+                epilogue = (mean, bn._std, s, b, True, has_s, has_b, relu is not None, slope)
+        if pool is not None:
+            pool_x, pool_y = net.bottom_vecs[last][0].data, net.top_vecs[last][0].data
 
         def post(n0, n1):
-            v = y[n0:n1]
-            batchnorm.normalize_affine(v, mean, bn._std, s, b, v, has_s, has_b,
-                                       relu is not None, slope, v, False)
-        head.forward_post(bottom, [top], post)
+            if bn is not None and epilogue is None:
+                v = y[n0:n1]
+                batchnorm.normalize_affine(v, mean, bn._std, s, b, v, has_s, has_b,
+                                           relu is not None, slope, v, False)
+            if pool is not None:
+                pool.forward_images(pool_x, pool_y, n0, n1)
+        head.forward_post(bottom, [top], post if bn is not None and epilogue is None or
+                          pool is not None else None,
+                          slope if relu is not None and bn is None else None, epilogue)
     elif head.type == "BatchNorm":
         x, y = head._view(bottom[0].data), head._view(top.data)
         mean = head.statistics(x)

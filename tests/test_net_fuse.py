@@ -247,7 +247,10 @@ def _engine_kind(engine):
 
 
 @pytest.mark.parametrize("shape,out,k,pad,stride,group,bias,relu,engine", [
-    ((3, 1, 20, 20), 8, 3, 1, 1, 1, "true", True, "RowConv/direct"),   # top >> bottom
+    ((3, 2, 20, 20), 16, 3, 1, 1, 1, "true", True, "RowConv/direct"),  # top >> bottom
+    # one input channel, 3x3: the depthwise loops, the BatchNorm pass in their rows
+    ((3, 1, 21, 20), 8, 3, 1, 2, 1, "true", True, "DepthwiseConv"),
+    ((2, 1, 9, 9), 5, 3, 0, 1, 1, "false", False, "DepthwiseConv"),
     ((5, 16, 8, 8), 16, 3, 1, 1, 1, "true", True, "RowConv/bi"),       # batch innermost
     ((2, 8, 12, 12), 128, 3, 1, 1, 1, "false", True, "_GemmConv/per_image"),
     ((4, 8, 4, 4), 128, 1, 0, 1, 1, "true", False, "_GemmConv"),       # chunks of images
@@ -288,3 +291,79 @@ def test_convolution_batchnorm_chain_is_bit_identical(shape, out, k, pad, stride
             net.forward()
         np.testing.assert_array_equal(fused.blobs["conv"].data, plain.blobs["conv"].data)
         assert np.isfinite(fused.blobs["conv"].data).mean() > 0.3
+
+
+CONV_POOL = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { %s } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: %d kernel_size: %d pad: %d stride: 1 group: %d
+                      weight_filler { type: "gaussian" std: 1 } bias_filler { type: "gaussian" std: 1 } } }
+%s
+layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool"
+  pooling_param { pool: %s kernel_size: 3 stride: 2 pad: %d } }
+layer { name: "after" type: "ReLU" bottom: "pool" top: "pool" }
+"""
+BN_SC_RELU = """
+layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" }
+layer { name: "sc" type: "Scale" bottom: "conv" top: "conv" scale_param { bias_term: true } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" relu_param { negative_slope: 0.1 } }
+"""
+RELU = 'layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }'
+
+
+@pytest.mark.parametrize("shape,out,k,pad,group,engine", [
+    ((3, 2, 20, 19), 16, 3, 1, 1, "RowConv/direct"),
+    ((2, 8, 12, 12), 128, 3, 1, 1, "_GemmConv/per_image"),
+    ((4, 8, 5, 5), 128, 1, 0, 1, "_GemmConv"),                  # chunks of images
+    ((3, 6, 9, 9), 6, 3, 1, 6, "DepthwiseConv"),
+    ((3, 1, 40, 37), 160, 3, 1, 1, "DepthwiseConv"),              # image by image (> 1 MB)
+])
+@pytest.mark.parametrize("follow", ["", RELU, BN_SC_RELU])
+@pytest.mark.parametrize("method,pool_pad", [("MAX", 0), ("MAX", 1), ("AVE", 1)])
+def test_convolution_pooling_tail_is_bit_identical(shape, out, k, pad, group, engine, follow,
+                                                   method, pool_pad):
+    """Convolution [-> BatchNorm -> Scale] [-> ReLU] -> Pooling at inference: the pooling runs
+    on each chunk of images the convolution has just written (PoolingLayer.forward_images),
+    with the layers' numbers (ceil windows in the padding, NaN / inf inputs), and the
+    convolution's top stays observable."""
+    dims = " ".join("dim: %d" % d for d in shape)
+    text = CONV_POOL % (dims, out, k, pad, group, follow, method, pool_pad)
+    nets = []
+    for fuse in (True, False):
+        p = caffe_pb2.NetParameter()
+        text_format.Merge(text, p)
+        net = decaf.Net(p, caffe_pb2.TEST)
+        net.fuse_inference = fuse
+        nets.append(net)
+    fused, plain = nets
+    assert _chains(fused) == {"conv": "pool"}
+    assert _engine_kind(fused.layers[1].engine) == engine
+    rs = np.random.RandomState(3)
+    values = [rs.randn(*b.shape) for layer in fused.layers for b in layer.blobs]
+    if follow == BN_SC_RELU:
+        values[3] = np.abs(values[3]) + 0.1                        # the variance
+        values[4][...] = 2.0                                         # the scale factor
+    x = rs.randn(*shape)
+    x.flat[:3] = [np.nan, np.inf, -np.inf]
+    for net in nets:
+        for b, v in zip([b for layer in net.layers for b in layer.blobs], values):
+            b.data[...] = v
+        net.blobs["data"].data[...] = x
+        net.forward()
+    for name in ("conv", "pool"):
+        np.testing.assert_array_equal(fused.blobs[name].data, plain.blobs[name].data)
+    assert np.isfinite(fused.blobs["pool"].data).mean() > 0.3
+
+
+def test_pooling_tail_only_where_it_is_safe():
+    """No pooling tail for a pool with a mask top, one that reads another blob, or a net whose
+    backward may run (training keeps its own chains)."""
+    base = CONV_POOL % ("dim: 2 dim: 2 dim: 8 dim: 8", 4, 3, 1, 1, RELU, "MAX", 0)
+    mask = base.replace('top: "pool"\n  pooling_param', 'top: "pool" top: "mask"\n  pooling_param')
+    for text, phase, chains in ((base, caffe_pb2.TEST, {"conv": "pool"}),
+                                (mask, caffe_pb2.TEST, {"conv": "relu"}),
+                                (base, caffe_pb2.TRAIN, {})):
+        p = caffe_pb2.NetParameter()
+        text_format.Merge(text, p)
+        p.force_backward = phase == caffe_pb2.TRAIN
+        assert _chains(decaf.Net(p, phase)) == chains

@@ -20,6 +20,7 @@ result does not depend on the thread count; sums run in the arrays' dtype.
 from . import threads  # noqa: F401  (Numba's environment before its first import)
 
 import numpy as np
+from .inplace import affine_relu
 from .jit import kernel, u as _u
 from numba import njit, prange
 
@@ -297,61 +298,115 @@ def _pad_plane(xp, ph, pw, sw, buf):
             row[_u(half + k)] = src[_u(2 * k + 1 - pw)]
 
 
-@kernel
-def depthwise_forward(x, w, bias, use_bias, sh, sw, ph, pw, dh, dw, y):
+def depthwise_forward(x, w, bias, use_bias, sh, sw, ph, pw, dh, dw, y, epilogue=None):
     """y[n, m, oy, ox] = b[m] + sum_ij w[m, 0, i, j] P[oy*sh + i*dh, ox*sw + j*dw], summed from
     b in (i, j) order, P the plane x[n, m // mult] inside a zero border of ph rows and pw
     columns: Caffe's im2col + GEMM, so the taps in the padding add w * 0 (inf / NaN weights
     there give NaN, as in Caffe).  Each plane is copied once into the border (_pad_plane;
     3x3 with horizontal stride 2: even columns, then odd, so that each tap reads consecutive
-    values); 3x3 then runs one vectorised pass per output row (_row3x3; stride 1: all rows in
-    one pass at the padded pitch, then copied out), other kernels one tap at a time over
-    each output row (_axpy)."""
-    n_count, c, height, width = x.shape
-    m_count, oh, ow = y.shape[1], y.shape[2], y.shape[3]
-    kh, kw = w.shape[2], w.shape[3]
-    mult = m_count // c
-    three = kh == 3 and kw == 3
-    split = 2 if three and sw == 2 else 1
-    # large enough for every tap: Caffe's output size truncates toward zero, so a window
-    # may reach past the padding (those taps read the zero border too)
+    values) for all the mult outputs it feeds (in blocks when there are fewer planes than
+    twice the threads); 3x3 then runs one vectorised pass per output row (_row3x3; stride 1:
+    all rows in one pass at the padded pitch, then copied out), other kernels one tap at a
+    time over each output row (_axpy).  ``epilogue`` (mean, std, scale, bias, bn, has_scale,
+    has_bias, relu, slope): the in-place BatchNorm [Scale] [ReLU] after the layer, applied to
+    each output row as it is written (decaf.net_fuse; their operations, in their order)."""
+    n_count, c = x.shape[0], x.shape[1]
+    mult = y.shape[1] // max(1, c)
+    nthreads = threads.get_num_threads()
+    nblk = 1 if nthreads == 1 else min(max(1, mult), max(1, -(-2 * nthreads // max(1, n_count * c))))
+    if epilogue is None:
+        none = np.empty(0, y.dtype)
+        epilogue = (none, none, none, none, False, False, False, False, y.dtype.type(0))
+    _depthwise_forward(x, w, bias, use_bias, sh, sw, ph, pw, dh, dw, y, nblk, *epilogue)
+
+
+@kernel
+def _depthwise_forward(x, w, bias, use_bias, sh, sw, ph, pw, dh, dw, y, nblk, mean, std,
+                       scale, shift, bn, has_scale, has_bias, relu, slope):
+    n_count, c = x.shape[0], x.shape[1]
+    mult = y.shape[1] // c
+    mb = -(-mult // nblk) if mult > 0 else 1
+    for t in prange(n_count * c * nblk):
+        nc, blk = t // nblk, t % nblk
+        n, ch = nc // c, nc % c
+        m0 = ch * mult + blk * mb
+        m1 = min(m0 + mb, (ch + 1) * mult)
+        if m0 >= m1:
+            continue
+        buf, split = _padded(x[n, ch], w, y, sh, sw, ph, pw, dh, dw)
+        for m in range(m0, m1):
+            b = bias[m] if use_bias else y.dtype.type(0)
+            ep = (mean[m], std[m], scale[m] if has_scale else b, shift[m] if has_bias else b) \
+                if bn else (b, b, b, b)
+            _dw_plane(buf, split, w[m, 0], b, sh, sw, dh, dw, y[n, m], bn, ep, has_scale,
+                      has_bias, relu, slope)
+
+
+@njit(cache=True, inline="always")
+def _epilogue(ys, bn, ep, has_scale, has_bias, relu, slope):
+    """BatchNorm's (v - mean) / std, Scale's v * a + b, ReLU(slope): each when asked."""
+    mu, sd, a, b = ep
+    if bn:
+        for q in range(ys.size):
+            ys[q] = affine_relu((ys[q] - mu) / sd, a, b, has_scale, has_bias, relu, slope)
+    elif relu:
+        for q in range(ys.size):
+            v = ys[q]
+            ys[q] = v if v > 0 else v * slope
+
+
+@njit(cache=True, inline="always")
+def _padded(plane, w, y, sh, sw, ph, pw, dh, dw):
+    """The plane in its zero border (large enough for every tap: Caffe's output size
+    truncates toward zero, so a window may reach past the padding), and its column split."""
+    height, width = plane.shape
+    kh, kw, oh, ow = w.shape[2], w.shape[3], y.shape[2], y.shape[3]
+    split = 2 if kh == 3 and kw == 3 and sw == 2 else 1
     hp = max(height + 2 * ph, (oh - 1) * sh + (kh - 1) * dh + 1)
     wp = max(width + 2 * pw, (ow - 1) * sw + (kw - 1) * dw + 1)
-    flat = three and sh == 1 and sw == 1 and oh > 0 and ow > 0
-    for t in prange(n_count * m_count):
-        n, m = t // m_count, t % m_count
-        yp, wm = y[n, m], w[m, 0]
-        b = bias[m] if use_bias else y.dtype.type(0)
-        buf = np.empty((hp, wp), x.dtype)
-        _pad_plane(x[n, m // mult], ph, pw, split, buf)
-        half = (wp + 1) // 2 if split == 2 else 0
-        c0, c1, c2 = 0, dw, 2 * dw
-        if split == 2:            # tap j at padded column 2*ox + j*dw: even or odd half
-            c1, c2 = dw // 2 + (dw % 2) * half, dw
-        if flat:
-            # tap (i, j) of output k (at the padded pitch wp) is element k + i*dh*wp + j*dw
-            bf = buf.reshape(hp * wp)
-            out = np.empty((oh - 1) * wp + ow, x.dtype)
-            out[:] = b
-            _row3x3(bf, bf[dh * wp:], bf[2 * dh * wp:], wm, out, 1, c0, c1, c2)
-            for oy in range(oh):
-                ys = yp[oy]
-                for q in range(ow):
-                    ys[_u(q)] = out[_u(oy * wp + q)]
-            continue
+    buf = np.empty((hp, wp), plane.dtype)
+    _pad_plane(plane, ph, pw, split, buf)
+    return buf, split
+
+
+@njit(cache=True, inline="always")
+def _dw_plane(buf, split, wm, b, sh, sw, dh, dw, yp, bn, ep, has_scale, has_bias, relu,
+              slope):
+    """One output plane yp from the padded input plane buf, then the epilogue on each row
+    (depthwise_forward)."""
+    hp, wp = buf.shape
+    kh, kw = wm.shape
+    oh, ow = yp.shape
+    three = kh == 3 and kw == 3
+    half = (wp + 1) // 2 if split == 2 else 0
+    c0, c1, c2 = 0, dw, 2 * dw
+    if split == 2:            # tap j at padded column 2*ox + j*dw: even or odd half
+        c1, c2 = dw // 2 + (dw % 2) * half, dw
+    if three and sh == 1 and sw == 1 and oh > 0 and ow > 0:
+        # tap (i, j) of output k (at the padded pitch wp) is element k + i*dh*wp + j*dw
+        bf = buf.reshape(hp * wp)
+        out = np.empty((oh - 1) * wp + ow, buf.dtype)
+        out[:] = b
+        _row3x3(bf, bf[dh * wp:], bf[2 * dh * wp:], wm, out, 1, c0, c1, c2)
         for oy in range(oh):
-            ys, r = yp[oy], oy * sh
-            ys[:] = b
-            if three and split == 2:
-                _row3x3(buf[r], buf[r + dh], buf[r + 2 * dh], wm, ys, 1, c0, c1, c2)
-                continue
-            if three:
-                _row3x3(buf[r], buf[r + dh], buf[r + 2 * dh], wm, ys, sw, c0, c1, c2)
-                continue
+            ys = yp[oy]
+            for q in range(ow):
+                ys[_u(q)] = out[_u(oy * wp + q)]
+            _epilogue(ys, bn, ep, has_scale, has_bias, relu, slope)
+        return
+    for oy in range(oh):
+        ys, r = yp[oy], oy * sh
+        ys[:] = b
+        if three and split == 2:
+            _row3x3(buf[r], buf[r + dh], buf[r + 2 * dh], wm, ys, 1, c0, c1, c2)
+        elif three:
+            _row3x3(buf[r], buf[r + dh], buf[r + 2 * dh], wm, ys, sw, c0, c1, c2)
+        else:
             for i in range(kh):
                 row = buf[r + i * dh]
                 for j in range(kw):
                     _axpy(ys, wm[i, j], row[j * dw:], sw)
+        _epilogue(ys, bn, ep, has_scale, has_bias, relu, slope)
 
 
 @kernel
@@ -449,6 +504,10 @@ def depthwise_backward_weights(dy, x, sh, sw, ph, pw, dh, dw, dwt, db, want_w, w
 
 
 # -- the depthwise engines of decaf.layers.conv (group == channels) ------------------------
+# Above this top size per image a post pass (decaf.net_fuse: a Pooling) runs image by image
+POST_IMAGE_BYTES = 1 << 20
+
+
 class DepthwiseConv:
     """2-D convolution with one input channel per group (group == C), as a direct loop:
     y[n, m] = b[m] + sum_ij W[m, 0, i, j] x[n, m / (M/C), oy*sh - ph + i*dh, ox*sw - pw + j*dw]
@@ -459,11 +518,19 @@ class DepthwiseConv:
         self.args = tuple(stride) + tuple(pad) + tuple(dilation)
         self.none = np.empty(0, dtype=dtype)
 
-    def forward(self, x, w, bias, y, post=None):
-        depthwise_forward(x, w, self.none if bias is None else bias, bias is not None,
-                                  *self.args, y)
-        if post is not None:
-            post(0, x.shape[0])
+    def forward(self, x, w, bias, y, post=None, epilogue=None):
+        """``epilogue``: see depthwise_forward; ``post(n0, n1)`` once images n0..n1 are done
+        (image by image when an image's top is larger than POST_IMAGE_BYTES: in cache)."""
+        b = self.none if bias is None else bias
+        if post is None or y[:1].nbytes <= POST_IMAGE_BYTES:
+            depthwise_forward(x, w, b, bias is not None, *self.args, y, epilogue)
+            if post is not None:
+                post(0, x.shape[0])
+            return
+        for n in range(x.shape[0]):
+            depthwise_forward(x[n:n + 1], w, b, bias is not None, *self.args, y[n:n + 1],
+                              epilogue)
+            post(n, n + 1)
 
     def backward(self, ydiff, x, w, dw, db, xdiff):
         if dw is not None or db is not None:

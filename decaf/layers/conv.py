@@ -39,6 +39,9 @@ ROW_GEMM = True
 # ... except where Caffe's plain im2col + GEMM is faster (ConvolutionLayer._plain_gemm_wins)
 PLAIN_GEMM_MIN_OUTPUTS = 128
 PLAIN_GEMM_1X1 = True
+# One-channel 3x3 convolutions (a grayscale input layer) as the direct depthwise loops, with
+# the in-place BatchNorm [Scale] [ReLU] after them applied as each row is written
+DIRECT_ONE_CHANNEL_3X3 = True
 # Compiled 2-D convolutions whose output planes have at least this many pixels run image by
 # image, the GEMMs straight on the NCHW blobs; smaller planes fold a chunk of images into the
 # GEMM's columns (fewer, wider GEMMs, and a move to and from that layout).
@@ -449,8 +452,9 @@ class ConvolutionLayer(BaseConvolutionLayer):
         return conv_output_shape(in_spatial, *self.geometry)
 
     def make_engine(self, dtype, in_spatial, out_spatial):
-        if (COMPILED and self.xp is np and len(in_spatial) == 2 and self.group > 1
-                and self.group == self.channels):
+        if (COMPILED and self.xp is np and len(in_spatial) == 2 and self.group == self.channels
+                and (self.group > 1 or (DIRECT_ONE_CHANNEL_3X3 and self.channels == 1
+                                        and self.geometry[0] == (3, 3)))):
             return kernels.DepthwiseConv(dtype, self.geometry)
         if ROW_GEMM and len(in_spatial) == 2 and self.geometry[3] == (1, 1) and \
                 not self._plain_gemm_wins():
@@ -499,12 +503,35 @@ class ConvolutionLayer(BaseConvolutionLayer):
         self.engine.forward(x, w, bias, y)
         relu_forward(y.reshape(-1), y.reshape(-1), slope)
 
-    def forward_post(self, bottom, top, post):
-        """forward, calling ``post(n0, n1)`` as soon as the tops of images n0..n1 are done,
-        while they are in cache: the in-place BatchNorm [Scale] [ReLU] after it (net_fuse)."""
+    @property
+    def writes_epilogue(self):
+        """The engine applies an in-place BatchNorm [Scale] [ReLU] as it writes each row
+        (forward_post's ``epilogue``): the direct depthwise loops."""
+        return isinstance(self.engine, kernels.DepthwiseConv)
+
+    def forward_post(self, bottom, top, post, relu=None, epilogue=None):
+        """forward [then the in-place ReLU(slope ``relu``)], calling ``post(n0, n1)`` as soon
+        as the tops of images n0..n1 are done, while they are in cache: the in-place
+        BatchNorm [Scale] [ReLU] and the Pooling after it (net_fuse); ``epilogue`` (only
+        where ``writes_epilogue``): see decaf.kernels.conv.depthwise_forward."""
         bias = self.blobs[1].data if self.bias_term else None
         x = bottom[0].data.reshape((self.num, self.channels) + self.in_spatial)
         y = top[0].data.reshape((self.num, self.num_output) + self.out_spatial)
+        if self.writes_epilogue:
+            if epilogue is None and relu is not None:
+                none = self.engine.none
+                epilogue = (none, none, none, none, False, False, False, True, y.dtype.type(relu))
+            self.engine.forward(x, self.blobs[0].data, bias, y, post=post, epilogue=epilogue)
+            return
+        if isinstance(self.engine, _GemmConv) and self.engine.per_image:
+            self.engine.forward(x, self.blobs[0].data, bias, y, relu=relu, post=post)
+            return
+        if relu is not None:
+            then, flat = post, y.reshape(self.num, -1)
+
+            def post(n0, n1):
+                relu_forward(flat[n0:n1].reshape(-1), flat[n0:n1].reshape(-1), relu)
+                then(n0, n1)
         self.engine.forward(x, self.blobs[0].data, bias, y, post=post)
 
 

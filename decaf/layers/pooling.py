@@ -229,6 +229,22 @@ class PoolingLayer(Layer):
         else:
             self._forward_stochastic_test(x, top[0].data)
 
+    def fusible(self):
+        """MAX or AVE through the compiled kernels: forward_images can run it image by image."""
+        P = self._pb.PoolingParameter
+        return self.xp is np and COMPILED and self.method in (P.MAX, P.AVE)
+
+    def forward_images(self, x, top, n0, n1):
+        """forward of images n0..n1 alone (``fusible``; one top): net_fuse runs it on each
+        chunk of images a convolution has just written, while they are in cache."""
+        geometry = self._geometry()
+        if self.method == self._pb.PoolingParameter.MAX:
+            want_mask = getattr(self, "needs_backward", True)
+            self._mask_valid = want_mask
+            kernels.max_forward(x[n0:n1], *geometry, top[n0:n1], self.mask[n0:n1], want_mask)
+        else:
+            kernels.ave_forward(x[n0:n1], *geometry, top[n0:n1])
+
     def _forward_max(self, x, top, want_mask=True):
         """top = window max, self.mask = the plane index h * W + w of its first maximum (not
         written when ``want_mask`` is False: a backward then computes it first)."""

@@ -223,6 +223,68 @@ def test_conv_kernels_do_not_depend_on_the_thread_count():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("shape,mult,stride", [((1, 1, 13, 12), 7, 2), ((2, 1, 9, 10), 5, 1),
+                                               ((1, 2, 8, 8), 3, 2), ((3, 1, 6, 7), 1, 1)])
+def test_depthwise_output_blocks_per_plane_at_any_thread_count(shape, mult, stride):
+    """Fewer planes than twice the threads: each plane's mult outputs run in blocks (each
+    block pads the plane again); the values do not move with the thread count."""
+    rs = np.random.RandomState(8)
+    c = shape[1]
+    x, w, b = (rs.standard_normal(shape), rs.standard_normal((c * mult, 1, 3, 3)),
+               rs.standard_normal(c * mult))
+    args = (stride, stride, 1, 1, 1, 1)
+    want = ref_conv(x, w, b, (stride,) * 2, (1, 1), (1, 1), c)
+    before, outs = threads.get_num_threads(), []
+    try:
+        for n in (1, 2, 3):
+            threads.set_num_threads(n)
+            y = np.full(want.shape, 7.0)
+            K.depthwise_forward(x, w, b, True, *args, y)
+            outs.append(y)
+    finally:
+        threads.set_num_threads(before)
+    np.testing.assert_allclose(outs[0], want, rtol=1e-10, atol=1e-10)
+    for y in outs[1:]:
+        np.testing.assert_array_equal(y, outs[0])
+
+
+@pytest.mark.parametrize("bn,has_scale,has_bias,relu,slope", [
+    (True, True, True, True, 0.1), (True, False, False, False, 0.0),
+    (True, True, False, True, 0.0), (False, False, False, True, 0.25)])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_epilogue_is_batchnorm_scale_relu_in_their_order(bn, has_scale, has_bias,
+                                                                   relu, slope, stride):
+    """The epilogue (decaf.net_fuse) gives exactly the convolution, then (y - mean) / std,
+    * scale, + bias, ReLU(slope) as separate passes, NaN and inf included."""
+    rs = np.random.RandomState(9)
+    x = rs.standard_normal((2, 1, 11, 10)).astype(np.float32)
+    x[0, 0, 2, 3], x[1, 0, 5, 5] = np.nan, np.inf
+    m = 6
+    w = rs.standard_normal((m, 1, 3, 3)).astype(np.float32)
+    b = rs.standard_normal(m).astype(np.float32)
+    mean, std, sc, sh = (rs.standard_normal(m).astype(np.float32) for _ in range(4))
+    std = np.abs(std) + np.float32(0.5)
+    args = (stride, stride, 1, 1, 1, 1)
+    oh, ow = (11 + 2 - 3) // stride + 1, (10 + 2 - 3) // stride + 1
+    plain = np.empty((2, m, oh, ow), np.float32)
+    K.depthwise_forward(x, w, b, True, *args, plain)
+    want = plain.copy()
+    per = (slice(None), None, None)
+    if bn:
+        want = (want - mean[per]) / std[per]
+        if has_scale:
+            want = want * sc[per]
+        if has_bias:
+            want = want + sh[per]
+    if relu:
+        want = np.where(want > 0, want, want * np.float32(slope))
+    y = np.empty_like(plain)
+    K.depthwise_forward(x, w, b, True, *args, y,
+                        (mean, std, sc, sh, bn, has_scale, has_bias, relu, np.float32(slope)))
+    np.testing.assert_array_equal(y, want.astype(np.float32))
+    assert np.isnan(y).any() and np.isfinite(y).mean() > 0.5
+
+
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")      # inf * 0, on purpose
 @pytest.mark.parametrize("kernel,stride", [((1, 2), (1, 1)), ((3, 3), (1, 1)), ((3, 3), (2, 2)),
                                            ((3, 3), (1, 3)), ((2, 5), (2, 1))])

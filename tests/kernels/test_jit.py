@@ -16,12 +16,14 @@ def two_threads():
 
 def _cases(rs):
     x = rs.standard_normal((2, 3, 9, 11)).astype(np.float32)
-    w = rs.standard_normal((3, 1, 3, 3)).astype(np.float32)
+    w2 = rs.standard_normal((6, 1, 3, 3)).astype(np.float32)     # two outputs per channel
+    e = np.empty(0, np.float32)
     col = np.empty((3 * 9, 9 * 11), np.float32)
     return [
         (conv.im2col_rows, lambda: (x, 1, 0, 9, 3, 3, 1, 1, 1, 1, 1, 1, 11, col), -1),
-        (conv.depthwise_forward, lambda: (x, w, np.empty(0, np.float32), False, 2, 1, 1, 1,
-                                          1, 1, np.empty((2, 3, 5, 11), np.float32)), -1),
+        (conv._depthwise_forward, lambda: (x, w2, e, False, 2, 1, 1, 1, 1, 1,
+                                           np.empty((2, 6, 5, 11), np.float32), 2, e, e, e, e,
+                                           False, False, False, True, np.float32(0.5)), 10),
         (elementwise.relu_forward, lambda: (x.ravel(), np.empty(x.size, np.float32),
                                             np.float32(0.1)), 1),
         (eltwise.sum2, lambda: (x.ravel(), np.float32(2), x.ravel()[::-1].copy(),
