@@ -298,16 +298,20 @@ def _pad_plane(xp, ph, pw, sw, buf):
             row[_u(half + k)] = src[_u(2 * k + 1 - pw)]
 
 
+_NO_EPILOGUE = {}
+
+
 def depthwise_forward(x, w, bias, use_bias, sh, sw, ph, pw, dh, dw, y, epilogue=None):
     """y[n, m, oy, ox] = b[m] + sum_ij w[m, 0, i, j] P[oy*sh + i*dh, ox*sw + j*dw], summed from
     b in (i, j) order, P the plane x[n, m // mult] inside a zero border of ph rows and pw
     columns: Caffe's im2col + GEMM, so the taps in the padding add w * 0 (inf / NaN weights
     there give NaN, as in Caffe).  Each plane is copied once into the border (_pad_plane;
     3x3 with horizontal stride 2: even columns, then odd, so that each tap reads consecutive
-    values) for all the mult outputs it feeds (in blocks when there are fewer planes than
-    twice the threads); 3x3 then runs one vectorised pass per output row (_row3x3; stride 1:
-    all rows in one pass at the padded pitch, then copied out), other kernels one tap at a
-    time over each output row (_axpy).  ``epilogue`` (mean, std, scale, bias, bn, has_scale,
+    values; stride 2 both ways: its four phases, _polyphase) for all the mult outputs it
+    feeds (in blocks when there are fewer planes than twice the threads); 3x3 then runs one
+    vectorised pass per output row (_row3x3; stride 1 or 2 both ways: all rows in one pass
+    at the padded pitch, then copied out), other kernels one tap at a time over each output
+    row (_axpy).  ``epilogue`` (mean, std, scale, bias, bn, has_scale,
     has_bias, relu, slope): the in-place BatchNorm [Scale] [ReLU] after the layer, applied to
     each output row as it is written (decaf.net_fuse; their operations, in their order)."""
     n_count, c = x.shape[0], x.shape[1]
@@ -315,8 +319,11 @@ def depthwise_forward(x, w, bias, use_bias, sh, sw, ph, pw, dh, dw, y, epilogue=
     nthreads = threads.get_num_threads()
     nblk = 1 if nthreads == 1 else min(max(1, mult), max(1, -(-2 * nthreads // max(1, n_count * c))))
     if epilogue is None:
-        none = np.empty(0, y.dtype)
-        epilogue = (none, none, none, none, False, False, False, False, y.dtype.type(0))
+        epilogue = _NO_EPILOGUE.get(y.dtype)
+        if epilogue is None:
+            none = np.empty(0, y.dtype)
+            epilogue = _NO_EPILOGUE.setdefault(
+                y.dtype, (none, none, none, none, False, False, False, False, y.dtype.type(0)))
     _depthwise_forward(x, w, bias, use_bias, sh, sw, ph, pw, dh, dw, y, nblk, *epilogue)
 
 
@@ -364,9 +371,31 @@ def _padded(plane, w, y, sh, sw, ph, pw, dh, dw):
     split = 2 if kh == 3 and kw == 3 and sw == 2 else 1
     hp = max(height + 2 * ph, (oh - 1) * sh + (kh - 1) * dh + 1)
     wp = max(width + 2 * pw, (ow - 1) * sw + (kw - 1) * dw + 1)
+    if split == 2 and sh == 2:
+        return _polyphase(plane, ph, pw, hp, wp), 4
     buf = np.empty((hp, wp), plane.dtype)
     _pad_plane(plane, ph, pw, split, buf)
     return buf, split
+
+
+@njit(cache=True, inline="always")
+def _polyphase(plane, ph, pw, hp, wp):
+    """The padded plane P (hp x wp) as its four stride-2 phases, stacked: rows
+    (2 * (r % 2) + (q % 2)) * hh + r // 2, column q // 2 hold P[r, q] (hh = ceil(hp / 2)),
+    so that every tap of a 3x3 stride-2 window is one fixed offset from its output's index
+    at the pitch ceil(wp / 2) (_dw_plane)."""
+    height, width = plane.shape
+    hh, half = (hp + 1) // 2, (wp + 1) // 2
+    buf = np.zeros((4 * hh, half), plane.dtype)
+    for yy in range(height):
+        r = yy + ph
+        even, odd = buf[_u((r % 2) * 2 * hh + r // 2)], buf[_u(((r % 2) * 2 + 1) * hh + r // 2)]
+        src = plane[_u(yy)]
+        for k in range((pw + 1) // 2, min(half, (width - 1 + pw) // 2 + 1)):
+            even[_u(k)] = src[_u(2 * k - pw)]
+        for k in range(pw // 2, min(wp // 2, (width - 2 + pw) // 2 + 1)):
+            odd[_u(k)] = src[_u(2 * k + 1 - pw)]
+    return buf
 
 
 @njit(cache=True, inline="always")
@@ -382,6 +411,22 @@ def _dw_plane(buf, split, wm, b, sh, sw, dh, dw, yp, bn, ep, has_scale, has_bias
     c0, c1, c2 = 0, dw, 2 * dw
     if split == 2:            # tap j at padded column 2*ox + j*dw: even or odd half
         c1, c2 = dw // 2 + (dw % 2) * half, dw
+    if split == 4:
+        if oh > 0 and ow > 0:
+            # 3x3 stride 2 over the phases (_polyphase, pitch wp here): tap (i, j) of output k
+            # is element k + phase(i*dh, j*dw) start + ((i*dh) // 2) * wp + (j*dw) // 2
+            ss = (hp // 4) * wp
+            bf = buf.reshape(hp * wp)
+            out = np.empty((oh - 1) * wp + ow, buf.dtype)
+            out[:] = b
+            _row3x3(bf, bf[(dh % 2) * 2 * ss + (dh // 2) * wp:], bf[dh * wp:], wm, out, 1,
+                    0, (dw % 2) * ss + dw // 2, dw)
+            for oy in range(oh):
+                ys = yp[oy]
+                for q in range(ow):
+                    ys[_u(q)] = out[_u(oy * wp + q)]
+                _epilogue(ys, bn, ep, has_scale, has_bias, relu, slope)
+        return
     if three and sh == 1 and sw == 1 and oh > 0 and ow > 0:
         # tap (i, j) of output k (at the padded pitch wp) is element k + i*dh*wp + j*dw
         bf = buf.reshape(hp * wp)
@@ -392,7 +437,9 @@ def _dw_plane(buf, split, wm, b, sh, sw, dh, dw, yp, bn, ep, has_scale, has_bias
             ys = yp[oy]
             for q in range(ow):
                 ys[_u(q)] = out[_u(oy * wp + q)]
-            _epilogue(ys, bn, ep, has_scale, has_bias, relu, slope)
+        if bn or relu:
+            for oy in range(oh):
+                _epilogue(yp[oy], bn, ep, has_scale, has_bias, relu, slope)
         return
     for oy in range(oh):
         ys, r = yp[oy], oy * sh
