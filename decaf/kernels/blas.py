@@ -98,13 +98,16 @@ def matmul(a, b, out):
     """out = a @ b (NumPy's ``matmul(a, b, out=out)``, batched over a leading axis too); on
     more than one thread of one pool a large NumPy product is split over the threads
     (decaf.kernels.gemm), since OpenBLAS then runs one thread."""
-    if _use_cblas and type(out) is np.ndarray and programs.parallel():
+    if type(out) is not np.ndarray:
+        _array_module(out).matmul(a, b, out=out)
+        return out
+    if _use_cblas and programs.parallel():
         if out.ndim == 2 and programs.gemm(a, b, out):
             return out
         if out.ndim == 3 and a.ndim == b.ndim == 3 and all(
                 programs.gemm(a[i], b[i], out[i]) for i in range(out.shape[0])):
             return out
-    _array_module(out).matmul(a, b, out=out)
+    np.matmul(a, b, out=out)
     return out
 
 
