@@ -101,7 +101,9 @@ def matmul(a, b, out):
     if type(out) is not np.ndarray:
         _array_module(out).matmul(a, b, out=out)
         return out
-    if _use_cblas and programs.parallel():
+    # below the split bar one call of OpenBLAS's own (through NumPy: no ctypes set-up)
+    if (_use_cblas and out.ndim >= 2 and programs.parallel()
+            and out.shape[-1] * out.shape[-2] * a.shape[-1] >= programs.SPLIT_MIN_MACS):
         if out.ndim == 2 and programs.gemm(a, b, out):
             return out
         if out.ndim == 3 and a.ndim == b.ndim == 3 and all(
