@@ -391,9 +391,18 @@ def _polyphase(plane, ph, pw, hp, wp):
         r = yy + ph
         even, odd = buf[_u((r % 2) * 2 * hh + r // 2)], buf[_u(((r % 2) * 2 + 1) * hh + r // 2)]
         src = plane[_u(yy)]
-        for k in range((pw + 1) // 2, min(half, (width - 1 + pw) // 2 + 1)):
+        e0, e1 = (pw + 1) // 2, min(half, (width - 1 + pw) // 2 + 1)
+        o0, o1 = pw // 2, min(wp // 2, (width - 2 + pw) // 2 + 1)
+        f1 = max(e0, min(e1, o1))
+        for k in range(e0, f1):           # both phases in one loop: LLVM's interleaved loads
+            q = _u(2 * k - pw)
+            even[_u(k)] = src[q]
+            odd[_u(k)] = src[q + _u(1)]
+        for k in range(f1, e1):
             even[_u(k)] = src[_u(2 * k - pw)]
-        for k in range(pw // 2, min(wp // 2, (width - 2 + pw) // 2 + 1)):
+        for k in range(o0, min(o1, e0)):
+            odd[_u(k)] = src[_u(2 * k + 1 - pw)]
+        for k in range(max(o0, f1), o1):
             odd[_u(k)] = src[_u(2 * k + 1 - pw)]
     return buf
 
