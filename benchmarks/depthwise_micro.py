@@ -1,4 +1,4 @@
-"""Micro-benchmark of the depthwise convolution kernels (decaf.kernels.conv.depthwise_*): the
+"""Micro-benchmark of the depthwise convolution kernels (decaf.kernels.depthwise.depthwise_*): the
 4-D indexed loops before (copied here) against the current ones, interleaved in one run (the
 machine is shared: only the in-run ratio means anything).
 
@@ -18,7 +18,7 @@ from numba import njit, prange
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from decaf.kernels import conv as K, threads  # noqa: E402
+from decaf.kernels import depthwise as K, threads  # noqa: E402
 from decaf.kernels.im2col import conv_output_shape  # noqa: E402
 
 SHAPES = [  # bottom, kernel, stride, pad, dilation

@@ -18,6 +18,7 @@ sums, ordered for BLAS), which is still faster on NumPy.
 import numpy as np
 
 from ..kernels import conv as kernels
+from ..kernels.depthwise import DepthwiseConv, DepthwiseDeconv
 from ..kernels.rowconv import RowConv, scratch
 from ..kernels.blas import gemm_accumulate, matmul
 from ..kernels.gemm import gemm as gemm_split
@@ -455,7 +456,7 @@ class ConvolutionLayer(BaseConvolutionLayer):
         if (COMPILED and self.xp is np and len(in_spatial) == 2 and self.group == self.channels
                 and (self.group > 1 or (DIRECT_ONE_CHANNEL_3X3 and self.channels == 1
                                         and self.geometry[0] == (3, 3)))):
-            return kernels.DepthwiseConv(dtype, self.geometry)
+            return DepthwiseConv(dtype, self.geometry)
         if ROW_GEMM and len(in_spatial) == 2 and self.geometry[3] == (1, 1) and \
                 not self._plain_gemm_wins():
             return RowConv(self.xp, dtype, self.num, self.channels, in_spatial,
@@ -507,13 +508,13 @@ class ConvolutionLayer(BaseConvolutionLayer):
     def writes_epilogue(self):
         """The engine applies an in-place BatchNorm [Scale] [ReLU] as it writes each row
         (forward_post's ``epilogue``): the direct depthwise loops."""
-        return isinstance(self.engine, kernels.DepthwiseConv)
+        return isinstance(self.engine, DepthwiseConv)
 
     def forward_post(self, bottom, top, post, relu=None, epilogue=None):
         """forward [then the in-place ReLU(slope ``relu``)], calling ``post(n0, n1)`` as soon
         as the tops of images n0..n1 are done, while they are in cache: the in-place
         BatchNorm [Scale] [ReLU] and the Pooling after it (net_fuse); ``epilogue`` (only
-        where ``writes_epilogue``): see decaf.kernels.conv.depthwise_forward."""
+        where ``writes_epilogue``): see decaf.kernels.depthwise.depthwise_forward."""
         bias = self.blobs[1].data if self.bias_term else None
         x = bottom[0].data.reshape((self.num, self.channels) + self.in_spatial)
         y = top[0].data.reshape((self.num, self.num_output) + self.out_spatial)
@@ -552,13 +553,13 @@ class DeconvolutionLayer(BaseConvolutionLayer):
     def make_engine(self, dtype, in_spatial, out_spatial):
         if (COMPILED and self.xp is np and len(in_spatial) == 2 and self.group > 1
                 and self.group == self.num_output):
-            return kernels.DepthwiseDeconv(dtype, self.geometry)
+            return DepthwiseDeconv(dtype, self.geometry)
         return _GemmConv(self.xp, dtype, self.num, (self.num_output,) + tuple(out_spatial),
                          self.channels, self.geometry, self.group, in_spatial)
 
     def _direct(self):
-        """The engine computes the whole layer itself (kernels.DepthwiseDeconv)."""
-        return isinstance(self.engine, kernels.DepthwiseDeconv)
+        """The engine computes the whole layer itself (DepthwiseDeconv)."""
+        return isinstance(self.engine, DepthwiseDeconv)
 
     def forward(self, bottom, top):
         if self._direct():

@@ -4,7 +4,7 @@ column layout and its adjoint, the GEMM-layout moves with bias / db, the depthwi
 import numpy as np
 import pytest
 
-from decaf.kernels import conv as K, threads
+from decaf.kernels import conv as K, depthwise as D, threads
 from decaf.kernels.im2col import CompiledIm2Col, conv_output_shape
 from tests.layers.test_conv import ref_conv
 from tests.test_im2col import ref_im2col
@@ -152,14 +152,14 @@ def test_depthwise_matches_the_convolution_formula(shape, mult, kernel, stride, 
     want = ref_conv(x, w, b, stride, pad, dil, c)
     y = np.full(want.shape, 7.0)
     args = tuple(stride) + tuple(pad) + tuple(dil)
-    K.depthwise_forward(x, w, b, True, *args, y)
+    D.depthwise_forward(x, w, b, True, *args, y)
     np.testing.assert_allclose(y, want, rtol=1e-10, atol=1e-10)
     # backward: the adjoints of the forward, by the definition <dy, J v> = <J^T dy, v>
     dy = rs.standard_normal(want.shape)
     dx = np.full_like(x, 7.0)
-    K.depthwise_backward_data(dy, w, *args, dx)
+    D.depthwise_backward_data(dy, w, *args, dx)
     dw, db = np.ones_like(w), np.ones(m)
-    K.depthwise_backward_weights(dy, x, *args, dw, db, True, True)
+    D.depthwise_backward_weights(dy, x, *args, dw, db, True, True)
     ref_dx = np.zeros_like(x)
     ref_dw = np.zeros_like(w)
     for idx in np.ndindex(*x.shape):                  # the forward is linear in x and in w
@@ -187,7 +187,7 @@ def test_depthwise_border_columns_do_not_see_the_next_row(stride):
     args = (stride, stride, 1, 1, 1, 1)
     want = ref_conv(x, w, b, (stride,) * 2, (1, 1), (1, 1), 2)
     y = np.full(want.shape, 7.0)
-    K.depthwise_forward(x, w, b, True, *args, y)
+    D.depthwise_forward(x, w, b, True, *args, y)
     np.testing.assert_allclose(y, want, rtol=1e-10, atol=1e-10)
     assert np.isfinite(y).mean() > 0.5        # the bad cells reach their own windows only
 
@@ -205,9 +205,9 @@ def test_conv_kernels_do_not_depend_on_the_thread_count():
         dx = np.empty_like(x)
         K.col2im(col, 0, *args, dx)
         y, dxd, dw = np.empty_like(x), np.empty_like(x), np.zeros_like(w)
-        K.depthwise_forward(x, w, w[:0, 0, 0, 0], False, 1, 1, 1, 1, 1, 1, y)
-        K.depthwise_backward_data(dy, w, 1, 1, 1, 1, 1, 1, dxd)
-        K.depthwise_backward_weights(dy, x, 1, 1, 1, 1, 1, 1, dw, w[:, 0, 0, 0].copy(), True,
+        D.depthwise_forward(x, w, w[:0, 0, 0, 0], False, 1, 1, 1, 1, 1, 1, y)
+        D.depthwise_backward_data(dy, w, 1, 1, 1, 1, 1, 1, dxd)
+        D.depthwise_backward_weights(dy, x, 1, 1, 1, 1, 1, 1, dw, w[:, 0, 0, 0].copy(), True,
                                      False)
         return col.copy(), dx, y, dxd, dw
 
@@ -239,7 +239,7 @@ def test_depthwise_output_blocks_per_plane_at_any_thread_count(shape, mult, stri
         for n in (1, 2, 3):
             threads.set_num_threads(n)
             y = np.full(want.shape, 7.0)
-            K.depthwise_forward(x, w, b, True, *args, y)
+            D.depthwise_forward(x, w, b, True, *args, y)
             outs.append(y)
     finally:
         threads.set_num_threads(before)
@@ -267,7 +267,7 @@ def test_depthwise_epilogue_is_batchnorm_scale_relu_in_their_order(bn, has_scale
     args = (stride, stride, 1, 1, 1, 1)
     oh, ow = (11 + 2 - 3) // stride + 1, (10 + 2 - 3) // stride + 1
     plain = np.empty((2, m, oh, ow), np.float32)
-    K.depthwise_forward(x, w, b, True, *args, plain)
+    D.depthwise_forward(x, w, b, True, *args, plain)
     want = plain.copy()
     per = (slice(None), None, None)
     if bn:
@@ -279,7 +279,7 @@ def test_depthwise_epilogue_is_batchnorm_scale_relu_in_their_order(bn, has_scale
     if relu:
         want = np.where(want > 0, want, want * np.float32(slope))
     y = np.empty_like(plain)
-    K.depthwise_forward(x, w, b, True, *args, y,
+    D.depthwise_forward(x, w, b, True, *args, y,
                         (mean, std, sc, sh, bn, has_scale, has_bias, relu, np.float32(slope)))
     np.testing.assert_array_equal(y, want.astype(np.float32))
     assert np.isnan(y).any() and np.isfinite(y).mean() > 0.5
@@ -300,7 +300,7 @@ def test_depthwise_padding_taps_multiply_zeros_as_caffe(kernel, stride):
                     (0, 0), (1, 1), 2)       # the padded plane, every tap a product
     y = np.full(want.shape, 7.0)
     with np.errstate(invalid="ignore"):
-        K.depthwise_forward(x, w, b, True, *stride, *pad, 1, 1, y)
+        D.depthwise_forward(x, w, b, True, *stride, *pad, 1, 1, y)
     np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
     assert np.isnan(y[0, 0, 0, 0]) and not np.isnan(y[0, 1]).any()
     np.testing.assert_allclose(y[~np.isnan(y)], want[~np.isnan(want)], rtol=1e-12)

@@ -3,7 +3,7 @@ thread count and its size, and the two compilations give the same numbers."""
 import numpy as np
 import pytest
 
-from decaf.kernels import conv, eltwise, elementwise, jit, pooling, threads
+from decaf.kernels import conv, depthwise, eltwise, elementwise, jit, pooling, threads
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def _cases(rs):
     col = np.empty((3 * 9, 9 * 11), np.float32)
     return [
         (conv.im2col_rows, lambda: (x, 1, 0, 9, 3, 3, 1, 1, 1, 1, 1, 1, 11, col), -1),
-        (conv._depthwise_forward, lambda: (x, w2, e, False, 2, 1, 1, 1, 1, 1,
+        (depthwise._depthwise_forward, lambda: (x, w2, e, False, 2, 1, 1, 1, 1, 1,
                                            np.empty((2, 6, 5, 11), np.float32), 2, e, e, e, e,
                                            False, False, False, True, np.float32(0.5)), 10),
         (elementwise.relu_forward, lambda: (x.ravel(), np.empty(x.size, np.float32),
