@@ -238,6 +238,18 @@ layer { name: "sc" type: "Scale" bottom: "conv" top: "conv" scale_param { bias_t
 """
 
 
+def _fused_and_plain(text):
+    """The TEST net of ``text`` twice: with the inference fusion, and without."""
+    nets = []
+    for fuse in (True, False):
+        p = caffe_pb2.NetParameter()
+        text_format.Merge(text, p)
+        net = decaf.Net(p, caffe_pb2.TEST)
+        net.fuse_inference = fuse
+        nets.append(net)
+    return nets
+
+
 def _engine_kind(engine):
     kind = type(engine).__name__
     for flag in ("direct", "bi", "per_image"):
@@ -265,14 +277,7 @@ def test_convolution_batchnorm_chain_is_bit_identical(shape, out, k, pad, stride
     text = CONV_BN % (dims, out, k, pad, stride, group, bias,
                       'layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }'
                       if relu else "")
-    nets = []
-    for fuse in (True, False):
-        p = caffe_pb2.NetParameter()
-        text_format.Merge(text, p)
-        net = decaf.Net(p, caffe_pb2.TEST)
-        net.fuse_inference = fuse
-        nets.append(net)
-    fused, plain = nets
+    nets = fused, plain = _fused_and_plain(text)
     assert _chains(fused) == {"conv": "relu" if relu else "sc"}
     assert _engine_kind(fused.layers[1].engine) == engine
     for trial in range(2):
@@ -328,14 +333,7 @@ def test_convolution_pooling_tail_is_bit_identical(shape, out, k, pad, group, en
     convolution's top stays observable."""
     dims = " ".join("dim: %d" % d for d in shape)
     text = CONV_POOL % (dims, out, k, pad, group, follow, method, pool_pad)
-    nets = []
-    for fuse in (True, False):
-        p = caffe_pb2.NetParameter()
-        text_format.Merge(text, p)
-        net = decaf.Net(p, caffe_pb2.TEST)
-        net.fuse_inference = fuse
-        nets.append(net)
-    fused, plain = nets
+    nets = fused, plain = _fused_and_plain(text)
     assert _chains(fused) == {"conv": "pool"}
     assert _engine_kind(fused.layers[1].engine) == engine
     rs = np.random.RandomState(3)
