@@ -38,7 +38,8 @@ SHIFT_WGRAD_MAX_KW = 5
 # Weight gradient of the direct layout: two output rows per GEMM when K >= 64 (see
 # _weight_grad_blocked).
 PAIRED_ROWS = True
-# Top-diff rows reordered at once for the weight gradient of a layer with no data gradient.
+# Top-diff rows reordered at once for the weight gradient of a layer with no data gradient
+# (rounded up to whole pairs of rows for each accumulator where rows are paired)
 ROW_BLOCK_ELEMENTS = 1 << 18
 # On more than one thread the BLAS-layout weight gradients sum their output rows in this many
 # blocks, each into its own accumulator (decaf.kernels.gemm.Shape.accumulate; a constant, so
@@ -499,13 +500,20 @@ class RowConv:
         nb, m, mg = x.shape[0], self.m, self.mg
         q = nb * self.ow
         rb = max(1, min(self.oh, ROW_BLOCK_ELEMENTS // max(m * q, 1)))
+        paired = (PAIRED_ROWS and self.group == 1 and self.rows.sh == 1 and self.oh > 1
+                  and self.fast and self.k >= 64)  # (LeNet's conv1, K = 30, loses to them)
+        if paired:
+            # whole pairs, as many per block as accumulators: an odd row or pair per block is
+            # one GEMM on one thread while the others wait (CIFAR quick's conv1, 5 rows per
+            # block: 9.2 -> 6.7 ms at two threads, 12.4 -> 11.6 at one, with 8)
+            unit = 2 * WGRAD_PARTS
+            rb = min(self.oh, -(-rb // unit) * unit)
         blk = scratch(self.xp, self.dtype, "dyrows", rb * m * q)
         zr = [self.rows.row_views(z, g) for g in range(self.group)]
         pairs = None
         it, rk = z.itemsize, self.rows.rk
         nt, tr = cblas.NO_TRANS, cblas.TRANS
-        if (PAIRED_ROWS and self.group == 1 and self.rows.sh == 1 and self.oh > 1 and self.fast
-                and self.k >= 64):    # (LeNet's conv1, K = 30, loses to the extra products)
+        if paired:
             k2 = self.k + rk
             pairs = scratch(self.xp, self.dtype, "pairs", k2 * 2 * m).reshape(k2, 2 * m)
             pairs[...] = 0

@@ -152,6 +152,43 @@ def test_row_engine_matches_the_column_engine(monkeypatch, args, batch_inner, bl
         assert dx is None
 
 
+@pytest.mark.parametrize("two_threads", [False, True])
+@pytest.mark.parametrize("limit", [1, 100, 1 << 18])
+def test_blocked_weight_gradient_in_whole_pairs(monkeypatch, limit, two_threads):
+    """The direct layout's weight gradient with no data gradient, a block of top-diff rows at a
+    time: blocks of whole pairs of rows, as many per block as accumulators (an odd output row
+    count leaves one unpaired row at the end), on one thread or two (one accumulator each)."""
+    from decaf.kernels import gemm, threads
+    args = (3, 4, (11, 9), 3, (5, 5), (1, 1), (2, 2), 1)          # oh = 11, K = 5 * 21 >= 64
+    monkeypatch.setattr(rowconv, "ROW_BLOCK_ELEMENTS", limit)
+    before = threads.get_num_threads()
+    if two_threads:
+        monkeypatch.setattr(threads, "single_pool", lambda: True)
+        monkeypatch.setattr(gemm, "PARALLEL_MIN_MACS", 0)
+        threads.set_num_threads(2)
+    blocks = []
+    real = rowconv.top_rows
+    monkeypatch.setattr(rowconv, "top_rows",
+                        lambda dy, r0, out: (blocks.append(out.shape[0]), real(dy, r0, out)))
+    try:
+        row, ref, out = engines(args, batch_inner=False)
+        assert row.direct and row.fast and row.k >= 64
+        num, c, spatial, m, kernel = args[:5]
+        x, w = rand(num, c, *spatial), rand(m, c, *kernel, seed=2)
+        b, dy = rand(m, seed=3), rand(num, m, *out, seed=4)
+        _, dw, db, dx = run(row, x, w, b, dy, out, want_x=False)
+    finally:
+        threads.set_num_threads(before)
+    want = run(ref, x, w, b, dy, out)
+    np.testing.assert_allclose(dw, want[1], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(db, want[2], rtol=1e-10, atol=1e-10)
+    unit = 2 * rowconv.WGRAD_PARTS
+    assert sum(blocks) == out[0] * len(list(row.chunks()))
+    base = max(1, min(out[0], limit // (m * num * out[1])))      # one chunk of 3 images
+    assert blocks[0] == min(out[0], -(-base // unit) * unit)
+    assert all(n % unit == 0 for n in blocks[:-1])
+
+
 @pytest.mark.parametrize("args", CONV[:5])
 def test_row_engine_batch_inner_with_ones_rows(args):
     """Batch-innermost columns with the ones rows (not a default pair: the constructor's
