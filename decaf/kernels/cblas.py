@@ -65,6 +65,15 @@ def _int_type(lib, prefix, suffix):
     return None
 
 
+def _typed(fn, argtypes):
+    """``fn`` as a function pointer of its own prototype class.  The compiled loops take these
+    as arguments (decaf.kernels.gemm), and Numba's dispatcher keys its fast type lookup on an
+    argument's Python class: the functions of one library share one class, so a kernel given
+    ``?omatcopy`` after ``?gemm`` (or dgemm after sgemm) was typed through the slow path at
+    every call (~350 us)."""
+    return ctypes.CFUNCTYPE(None, *argtypes)(ctypes.cast(fn, ctypes.c_void_p).value)
+
+
 def _bind(lib):
     for prefix in ("scipy_", ""):
         for suffix in ("64_", ""):
@@ -77,21 +86,18 @@ def _bind(lib):
             if itype is None:
                 continue
             p = ctypes.c_void_p
-            for fn, real in zip(fns[:2], (ctypes.c_float, ctypes.c_double)):
-                fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, itype, itype, itype,
-                               real, p, itype, p, itype, real, p, itype]
-                fn.restype = None
-            for fn, real in zip(fns[2:], (ctypes.c_float, ctypes.c_double)):
-                fn.argtypes = [itype, real, p, itype, p, itype]
-                fn.restype = None
+            real = (ctypes.c_float, ctypes.c_double)
+            gemms = [_typed(fn, [ctypes.c_int, ctypes.c_int, ctypes.c_int, itype, itype, itype,
+                                 r, p, itype, p, itype, r, p, itype])
+                     for fn, r in zip(fns[:2], real)]
+            fns = gemms + [_typed(fn, [itype, r, p, itype, p, itype])
+                           for fn, r in zip(fns[2:], real)]
             # OpenBLAS's out-of-place transpose (an extension; absent elsewhere: None)
             omat = [getattr(lib, "%scblas_%s%s" % (prefix, f, suffix), None)
                     for f in ("somatcopy", "domatcopy")]
-            for fn, real in zip(omat, (ctypes.c_float, ctypes.c_double)):
-                if fn is not None:
-                    fn.argtypes = [ctypes.c_int, ctypes.c_int, itype, itype, real, p, itype,
-                                   p, itype]
-                    fn.restype = None
+            omat = [None if fn is None else
+                    _typed(fn, [ctypes.c_int, ctypes.c_int, itype, itype, r, p, itype, p, itype])
+                    for fn, r in zip(omat, real)]
             _bind_threads(lib, prefix, suffix)
             return {np.dtype(np.float32): (fns[0], fns[2], omat[0]),
                     np.dtype(np.float64): (fns[1], fns[3], omat[1])}
@@ -186,9 +192,9 @@ def raw_gemm(dtype):
     return entry[0] if entry else None
 
 
-def transpose(a, out):
-    """out = a.T for 2-D NumPy arrays (rows evenly spaced, unit inner stride), with OpenBLAS's
-    ``?omatcopy`` (about twice NumPy's transposing copy); NumPy's copy where it is missing."""
+def omatcopy(a, out):
+    """(``?omatcopy``, rows, cols, lda, ldo) for out = a.T with OpenBLAS's out-of-place
+    transpose: 2-D NumPy arrays, rows evenly spaced, unit inner stride; None where it cannot."""
     fns = _functions()
     entry = fns.get(out.dtype) if fns and type(out) is np.ndarray else None
     rows, cols = a.shape
@@ -197,10 +203,19 @@ def transpose(a, out):
             and a.strides[1] == a.itemsize and out.strides[1] == out.itemsize
             and a.strides[0] >= cols * a.itemsize and out.strides[0] >= rows * out.itemsize
             and out.flags.writeable):
-        entry[2](ROW_MAJOR, TRANS, rows, cols, 1.0, a.ctypes.data, a.strides[0] // a.itemsize,
-                 out.ctypes.data, out.strides[0] // out.itemsize)
+        return entry[2], rows, cols, a.strides[0] // a.itemsize, out.strides[0] // out.itemsize
+    return None
+
+
+def transpose(a, out):
+    """out = a.T for 2-D NumPy arrays (rows evenly spaced, unit inner stride), with OpenBLAS's
+    ``?omatcopy`` (about twice NumPy's transposing copy); NumPy's copy where it is missing."""
+    call = omatcopy(a, out)
+    if call is None:
+        out[...] = a.T
         return out
-    out[...] = a.T
+    fn, rows, cols, lda, ldo = call
+    fn(ROW_MAJOR, TRANS, rows, cols, 1.0, a.ctypes.data, lda, out.ctypes.data, ldo)
     return out
 
 

@@ -30,6 +30,8 @@ PARALLEL_MIN_MACS = 1 << 19
 SPLIT_MIN_MACS = 1 << 21
 # ... blocks of rows / columns of C a multiple of this (OpenBLAS's kernels' tile width)
 SPLIT_ALIGN = 16
+# ``transpose`` splits a 2-D transpose of at least this many elements over the threads
+TRANSPOSE_SPLIT_MIN = 1 << 16
 
 
 @kernel
@@ -51,6 +53,18 @@ def _split(f, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, 
             f(101, ta, tb, span, n, k, alpha, a + i0 * sa, lda, b, ldb, beta, c + i0 * sc, ldc)
         else:
             f(101, ta, tb, m, span, k, alpha, a, lda, b + i0 * sb, ldb, beta, c + i0 * sc, ldc)
+
+
+@kernel
+def _transpose_split(f, rows, cols, a, lda, sa, out, ldo, so, count, size, by_rows):
+    """out = a.T (OpenBLAS's ``?omatcopy``) in blocks of ``size`` rows or columns of a."""
+    for p in prange((count + size - 1) // size):
+        i0 = p * size
+        span = min(size, count - i0)
+        if by_rows:
+            f(101, 112, span, cols, 1.0, a + i0 * sa, lda, out + i0 * so, ldo)
+        else:
+            f(101, 112, rows, span, 1.0, a + i0 * sa, lda, out + i0 * so, ldo)
 
 
 def run(dtype, ta, tb, m, n, k, alpha, lda, ldb, ldc, ptrs, betas, starts):
@@ -188,3 +202,22 @@ def gemm(a, b, c, alpha=1.0, beta=0.0):
                     a.ctypes.data, oa[1], sa, b.ctypes.data, ob[1], sb, c.dtype.type(beta),
                     c.ctypes.data, n, (n if rows else 1) * it, count, size, rows)
     return True
+
+
+def transpose(a, out):
+    """out = a.T (decaf.kernels.cblas.transpose); from TRANSPOSE_SPLIT_MIN elements, where
+    programs run in parallel, in one block per thread of the longer side of a (a copy: the
+    values do not depend on the blocks)."""
+    call = cblas.omatcopy(a, out) if a.size >= TRANSPOSE_SPLIT_MIN and parallel() else None
+    if call is None:
+        return cblas.transpose(a, out)
+    fn, rows, cols, lda, ldo = call
+    it = a.itemsize
+    by_rows = rows >= cols
+    count = rows if by_rows else cols
+    size = -(-count // threads.get_num_threads())
+    size = -(-size // SPLIT_ALIGN) * SPLIT_ALIGN     # whole cache lines of out per block
+    sa, so = (lda * it, it) if by_rows else (it, ldo * it)
+    _transpose_split.parallel(fn, rows, cols, a.ctypes.data, lda, sa, out.ctypes.data, ldo, so,
+                              count, size, by_rows)
+    return out

@@ -217,7 +217,7 @@ class RowConv:
         """The NCHW chunk a (nb, M, oh, ow) as Yt (M, oh, ow*nb): one 2-D transpose."""
         nb = a.shape[0]
         yt = self._yt(name, nb)
-        cblas.transpose(a.reshape(nb, -1), yt.reshape(-1, nb))
+        programs.transpose(a.reshape(nb, -1), yt.reshape(-1, nb))
         return yt
 
     def _from_yt(self, yt, out, bias=None):
@@ -226,7 +226,7 @@ class RowConv:
         if bias is not None:
             yt.reshape(self.m, -1)[...] += bias.reshape(-1, 1)
         if out.flags.c_contiguous:
-            cblas.transpose(yt.reshape(-1, nb), out.reshape(nb, -1))
+            programs.transpose(yt.reshape(-1, nb), out.reshape(nb, -1))
         else:
             out[...] = yt.reshape(self.m, self.oh, self.ow, nb).transpose(3, 0, 1, 2)
 

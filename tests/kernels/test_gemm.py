@@ -252,3 +252,69 @@ def test_column_engine_with_split_gemms(parallel, args, per_image):
     one = run()
     for a, e in zip(two, one):
         np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 70), (70, 3), (37, 37), (1, 40), (40, 1), (33, 17)])
+def test_transpose_in_blocks(parallel, monkeypatch, dtype, shape):
+    """gemm.transpose over two threads, blocks of the longer side (rows or columns of a) into
+    strided windows, equal to a.T bit for bit; below the bar and on one thread cblas's call."""
+    monkeypatch.setattr(gemm, "TRANSPOSE_SPLIT_MIN", 0)
+    monkeypatch.setattr(gemm, "SPLIT_ALIGN", 4)          # several blocks even of small arrays
+    calls = []
+    real = gemm._transpose_split.parallel
+    monkeypatch.setattr(gemm._transpose_split, "parallel",
+                        lambda *args: (calls.append(args[-3:]), real(*args)))
+    rows, cols = shape
+    big = rand(rows + 2, cols + 5).astype(dtype)
+    a = big[1:rows + 1, 2:cols + 2]                       # lda = cols + 5
+    out_big = np.full((cols + 1, rows + 3), -1.0, dtype)
+    out = out_big[:cols, 1:rows + 1]                      # ldo = rows + 3
+    assert gemm.transpose(a, out) is out
+    np.testing.assert_array_equal(out, a.T)
+    np.testing.assert_array_equal(out_big[cols], -1.0)    # nothing outside the window
+    np.testing.assert_array_equal(out_big[:, 0], -1.0)
+    np.testing.assert_array_equal(out_big[:, rows + 1:], -1.0)
+    count, size, by_rows = calls[-1]
+    assert by_rows == (rows >= cols) and count == max(rows, cols) and size % 4 == 0
+    threads.set_num_threads(1)                            # one thread: one call, no blocks
+    calls.clear()
+    out[...] = 0
+    gemm.transpose(a, out)
+    np.testing.assert_array_equal(out, a.T)
+    assert not calls
+
+
+def test_bound_functions_keep_the_fast_dispatch(monkeypatch):
+    """Each bound BLAS function has a ctypes class of its own, so that the compiled loops that
+    take them as arguments find their compiled versions on Numba's fast path whatever the
+    order of calls (sgemm, omatcopy, dgemm); one shared class sent every call but the first
+    kind through the dispatcher's typing (~350 us a call)."""
+    fns = [cblas.raw_gemm(np.float32), cblas.raw_gemm(np.float64)]
+    a32, a64 = np.ones((4, 4), np.float32), np.ones((4, 4), np.float64)
+    omat = [cblas.omatcopy(a, np.empty_like(a)) for a in (a32, a64)]
+    fns += [c[0] for c in omat if c is not None]
+    assert len({type(f) for f in fns}) == len(fns)
+
+    def program(a):
+        ptrs = np.array([[a.ctypes.data, a.ctypes.data, a.ctypes.data, 4, 4]], np.int64)
+        gemm._program.serial(cblas.raw_gemm(a.dtype), cblas.NO_TRANS, cblas.NO_TRANS, 4,
+                             a.dtype.type(0.0), 4, 4, 4, ptrs, np.ones(1, a.dtype),
+                             np.array([0, 1], np.int64))
+
+    def transpose(a):
+        gemm._transpose_split.serial(cblas.omatcopy(a, a)[0], 4, 4, a.ctypes.data, 4,
+                                     4 * a.itemsize, a.ctypes.data + 0, 4, a.itemsize, 4, 4,
+                                     True)
+    for f in (program, transpose):          # every compiled version present
+        for a in (a32, a64):
+            f(a.copy())
+    slow = []
+    for d in (gemm._program.serial, gemm._transpose_split.serial):
+        real = d._compile_for_args
+        monkeypatch.setattr(d, "_compile_for_args",
+                            lambda *args, _r=real, **kw: (slow.append(1), _r(*args, **kw))[1])
+    for f in (program, transpose, program, transpose):
+        for a in (a32, a64):
+            f(a.copy())
+    assert not slow
