@@ -184,13 +184,14 @@ def gemm(a, b, c, alpha=1.0, beta=0.0):
     m, n = c.shape
     k = a.shape[1]
     if not (threads.single_pool() and threads.get_num_threads() > 1
-            and m * n * k >= SPLIT_MIN_MACS and c.flags.c_contiguous
-            and type(c) is np.ndarray and a.dtype == c.dtype == b.dtype
-            and cblas.available(c.dtype)):
+            and m * n * k >= SPLIT_MIN_MACS and type(c) is np.ndarray
+            and a.dtype == c.dtype == b.dtype and cblas.available(c.dtype)
+            and c.flags.writeable):
         return cblas.gemm(a, b, c, alpha, beta)
-    oa, ob = cblas.operand(a), cblas.operand(b)
-    if oa is None or ob is None:
-        return cblas.gemm(a, b, c, alpha, beta)
+    oa, ob, oc = cblas.operand(a), cblas.operand(b), cblas.operand(c)
+    if oa is None or ob is None or oc is None or oc[0] != cblas.NO_TRANS:
+        return cblas.gemm(a, b, c, alpha, beta)       # (a column-major c: one call)
+    ldc = oc[1]        # a window of a larger matrix too (a block of an image's output rows)
     it = c.itemsize
     rows = m >= n                   # blocks of rows of C (and of op(A)), else of columns
     count = m if rows else n
@@ -200,7 +201,7 @@ def gemm(a, b, c, alpha=1.0, beta=0.0):
     sb = (1 if ob[0] == cblas.NO_TRANS else ob[1]) * it
     _split.parallel(cblas.raw_gemm(c.dtype), oa[0], ob[0], m, n, k, c.dtype.type(alpha),
                     a.ctypes.data, oa[1], sa, b.ctypes.data, ob[1], sb, c.dtype.type(beta),
-                    c.ctypes.data, n, (n if rows else 1) * it, count, size, rows)
+                    c.ctypes.data, ldc, (ldc if rows else 1) * it, count, size, rows)
     return True
 
 

@@ -382,8 +382,9 @@ class RowConv:
     # -- GEMM programs (decaf.kernels.gemm) -----------------------------------------------------
     def _direct_program(self, wt, rows, z, y):
         """The direct forward's GEMMs Y[n, g, :, oy] = W'_g @ Z[oy][:, n*ow : +ow], one task
-        per image, on more than one thread and image (otherwise NumPy's batched matmul of the
-        same views, 4 % faster on res10 at batch 1)."""
+        per GEMM (they write disjoint rows of the top: batch 1 runs in parallel too), on more than one thread
+        (on one, NumPy's batched matmul of the same views, 4 % faster on res10 at batch 1).
+        Image-major order: each thread's share of the tasks is a run of whole images' rows."""
         nb, it, mg, ohw = y.shape[0], self.dtype.itemsize, self.mg, self.oh * self.ow
         shape = programs.Shape(self.dtype, cblas.NO_TRANS, cblas.NO_TRANS, mg, self.ow, self.k,
                                self.k, nb * self.ow, ohw)
@@ -393,7 +394,8 @@ class RowConv:
             ptrs.append(programs.grid((wt[g].ctypes.data, 0, 0), (zb, self.ow * it, zstep),
                                       (y.ctypes.data + g * mg * ohw * it, self.m * ohw * it,
                                        self.ow * it), nb, self.oh))
-        shape.rows(np.concatenate(ptrs, axis=1), 0.0, 0.0)
+        ptrs = np.concatenate(ptrs, axis=1)                 # (nb, group * oh, 3)
+        shape.rows(ptrs.reshape(-1, 1, 3), 0.0, 0.0)       # each GEMM its own task
 
     def _row_grid(self, z, g):
         """(base, row step, 0) of the row buffer's per-output-row matrices of group g."""
@@ -444,8 +446,7 @@ class RowConv:
                 # one (M/group x ow) GEMM per (image, output row), written straight into the
                 # NCHW top (row stride oh*ow): as fast as the (oh, M, q) GEMMs plus no reorder;
                 # image-major order keeps each image's top rows together (15 % faster)
-                if (self.gemm_direct and nb > 1 and programs.parallel()
-                        and y.flags.c_contiguous):
+                if self.gemm_direct and programs.parallel() and y.flags.c_contiguous:
                     self._direct_program(wt, rows, z, y[n0:n1])
                 else:
                     for g in range(self.group):

@@ -56,6 +56,30 @@ def test_split_gemm_is_blas_bit_for_bit(parallel, m, k, n, ta, tb, beta):
                                    rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("m,k,n", [(37, 11, 5), (5, 11, 37), (64, 33, 64), (1, 7, 90)])
+def test_split_gemm_into_a_window(parallel, monkeypatch, m, k, n):
+    """C a window of a larger matrix (ldc > n: an image's block of output rows): split in
+    blocks over the threads too, the same values as one call, nothing outside the window."""
+    calls = []
+    real = gemm._split.parallel
+    monkeypatch.setattr(gemm._split, "parallel", lambda *args: (calls.append(1), real(*args)))
+    for dtype in (np.float32, np.float64):
+        a, b = rand(m, k).astype(dtype), rand(k, n, seed=1).astype(dtype)
+        big = rand(m + 2, n + 7, seed=2).astype(dtype)
+        want, got = big.copy(), big.copy()
+        assert cblas.gemm(a, b, want[1:m + 1, 3:n + 3], 1.0, 1.0)
+        assert gemm.gemm(a, b, got[1:m + 1, 3:n + 3], 1.0, 1.0)
+        np.testing.assert_array_equal(got, want)
+    assert len(calls) == 2
+    if m == 1:             # (a one-row window is row-major whatever its strides say)
+        return
+    # a column-major window: one cblas call (its transposed form), the same values
+    c = rand(n + 3, m, seed=3).T[:, :n]
+    assert gemm.gemm(rand(m, k), rand(k, n, seed=1), c)
+    np.testing.assert_allclose(c, rand(m, k) @ rand(k, n, seed=1), rtol=1e-12)
+    assert len(calls) == 2
+
+
 def test_split_gemm_declines_and_checks_like_cblas(parallel):
     a, b = rand(4, 3), rand(3, 5)
     with pytest.raises(ValueError):
@@ -131,6 +155,8 @@ PARALLEL_CONV = [  # num, channels, (H, W), num_output, kernel, stride, pad, gro
     (3, 8, (9, 7), 4, (3, 3), (2, 1), (1, 1), 2),       # row buffer, groups, stride 2
     (3, 4, (10, 5), 6, (5, 3), (1, 1), (2, 1), 1),      # row buffer, kh = 5
     (2, 3, (9, 9), 8, (3, 3), (1, 1), (1, 1), 1),       # direct: a first layer over RGB
+    (1, 3, (9, 8), 8, (3, 3), (2, 1), (1, 1), 1),       # direct at batch 1: rows in parallel
+    (1, 4, (7, 7), 6, (3, 3), (1, 1), (1, 1), 2),       # ... and groups
 ]
 
 
