@@ -318,6 +318,20 @@ def _infer_runs(args, rnd, runs, prepared):
                         rnd, model, batch, t, fw, res["ms"], res["peak_rss_mb"]), flush=True)
 
 
+def _cpu_model():
+    """The CPU's model name (/proc/cpuinfo) and architecture: ratios depend on the CPU (the
+    same VM kind has run on an AVX-512 Xeon and on an AMD EPYC, benchmarks/NOTES.md 18)."""
+    arch = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return "%s (%s)" % (line.split(":", 1)[1].strip(), arch)
+    except OSError:
+        pass
+    return platform.processor() or arch
+
+
 def orchestrate(args):
     from decaf import glog
     from decaf.net import Net
@@ -326,7 +340,7 @@ def orchestrate(args):
     prepared = {(m, b): inference.prepare(m, b) for m in args.models for b in args.batches}
     runs = []
     meta = dict(command=" ".join(["python benchmarks/run.py"] + sys.argv[1:]),
-                machine=platform.processor() or platform.machine(), cpus=os.cpu_count(),
+                machine=_cpu_model(), cpus=os.cpu_count(),
                 python=platform.python_version(), date=time.strftime("%Y-%m-%d"),
                 rounds=args.rounds, flops=flops, **_versions())
     for rnd in range(args.rounds):

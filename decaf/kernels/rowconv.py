@@ -12,7 +12,7 @@ import threading
 import numpy as np
 from numba import prange
 
-from . import cblas, gemm as programs, layout
+from . import cblas, gemm as programs, layout, threads
 from .jit import kernel, u
 from .blas import can_accumulate, gemm_accumulate
 from .im2col import RowIm2Col
@@ -381,10 +381,11 @@ class RowConv:
 
     # -- GEMM programs (decaf.kernels.gemm) -----------------------------------------------------
     def _direct_program(self, wt, rows, z, y):
-        """The direct forward's GEMMs Y[n, g, :, oy] = W'_g @ Z[oy][:, n*ow : +ow], one task
-        per GEMM (they write disjoint rows of the top: batch 1 runs in parallel too), on more than one thread
-        (on one, NumPy's batched matmul of the same views, 4 % faster on res10 at batch 1).
-        Image-major order: each thread's share of the tasks is a run of whole images' rows."""
+        """The direct forward's GEMMs Y[n, g, :, oy] = W'_g @ Z[oy][:, n*ow : +ow] on more
+        than one thread (on one, NumPy's batched matmul of the same views, 4 % faster on res10
+        at batch 1): one task per image, or per GEMM where the images are fewer than twice the
+        threads (they write disjoint rows of the top, so batch 1 runs in parallel too; per
+        image is 0.5 % faster on LeNet's 64)."""
         nb, it, mg, ohw = y.shape[0], self.dtype.itemsize, self.mg, self.oh * self.ow
         shape = programs.Shape(self.dtype, cblas.NO_TRANS, cblas.NO_TRANS, mg, self.ow, self.k,
                                self.k, nb * self.ow, ohw)
@@ -395,7 +396,9 @@ class RowConv:
                                       (y.ctypes.data + g * mg * ohw * it, self.m * ohw * it,
                                        self.ow * it), nb, self.oh))
         ptrs = np.concatenate(ptrs, axis=1)                 # (nb, group * oh, 3)
-        shape.rows(ptrs.reshape(-1, 1, 3), 0.0, 0.0)       # each GEMM its own task
+        if nb < 2 * threads.get_num_threads():
+            ptrs = ptrs.reshape(-1, 1, 3)
+        shape.rows(ptrs, 0.0, 0.0)
 
     def _row_grid(self, z, g):
         """(base, row step, 0) of the row buffer's per-output-row matrices of group g."""
